@@ -1,0 +1,81 @@
+"""Settings, read from the environment (and from `.env` when present).
+
+Every setting is an environment variable of the same name. `wxauth.create_app(config)`
+starts from `Config` and applies the `config` mapping on top, so tests and embedding code
+never need to touch the environment.
+
+Which rules apply depends on the mode:
+- development (`FLASK_DEBUG=1`, or `TESTING`): missing WeChat credentials switch on the
+  built-in WeChat emulator, and a missing `JWT_SECRET_KEY` is replaced by a random key kept
+  in the instance folder;
+- production (everything else, e.g. `gunicorn wsgi:app`): the app refuses to start without
+  `WECHAT_APPID`, `WECHAT_SECRET` and `JWT_SECRET_KEY`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dotenv import load_dotenv
+
+load_dotenv()
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """The variable's value, or `default` when unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def env_number(name: str, default: float, kind: type = float) -> float:
+    """The variable parsed as `kind` (int or float); ConfigError when it is not a number >= 0."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+class Config:
+    # --- WeChat mini-program credentials and API -------------------------------------
+    WECHAT_APPID = env_str("WECHAT_APPID")
+    WECHAT_SECRET = env_str("WECHAT_SECRET")
+    WECHAT_API_BASE = env_str("WECHAT_API_BASE", "https://api.weixin.qq.com")
+    WECHAT_TIMEOUT = env_number("WECHAT_TIMEOUT", 5.0)  # seconds, per upstream call
+    WECHAT_BUSY_RETRIES = env_number("WECHAT_BUSY_RETRIES", 2, int)  # extra tries on errcode -1
+    WECHAT_WATERMARK_MAX_AGE = env_number("WECHAT_WATERMARK_MAX_AGE", 600, int)  # seconds; 0 = off
+
+    # --- Storage ------------------------------------------------------------------------
+    # None: a SQLite file `wxauth.db` in the instance folder (see wxauth.settings).
+    SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL")
+    SQLALCHEMY_ENGINE_OPTIONS = {"hide_parameters": True}  # no session_key in DB error text
+
+    # --- Login state (JWT) ---------------------------------------------------------------
+    JWT_SECRET_KEY = env_str("JWT_SECRET_KEY")
+    JWT_ACCESS_TOKEN_EXPIRES = env_number("JWT_ACCESS_TOKEN_EXPIRES", 604800, int)  # 7 days
+    JWT_ALGORITHM = "HS256"
+    JWT_DECODE_ALGORITHMS = ["HS256"]
+    JWT_TOKEN_LOCATION = ["headers"]
+    JWT_COOKIE_CSRF_PROTECT = False  # no cookies: mini-programs send a Bearer header
+
+    # --- HTTP ----------------------------------------------------------------------------
+    MAX_CONTENT_LENGTH = env_number("MAX_CONTENT_LENGTH", 64 * 1024, int)  # bytes per request
+    JSON_MAX_DEPTH = 32  # nesting levels accepted in a JSON body
+
+    # --- OpenAPI (flask-smorest) ---------------------------------------------------------
+    API_TITLE = "wxauth"
+    API_VERSION = "1.0.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "/docs"
+    OPENAPI_SWAGGER_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"

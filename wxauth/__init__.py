@@ -1,0 +1,102 @@
+"""wxauth: the backend WeChat mini-programs log into."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from flask import Flask, current_app
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+from . import errors, settings
+from .extensions import api, db, jwt, migrate
+from .wechat.client import WeChatClient
+from .wechat.emulator import Emulator, WSGIAdapter
+
+EMULATOR_MOUNT = "/_wechat"  # where the built-in emulator is served in development
+_EMULATOR_BASE = "http://wechat-emulator.internal"  # in-process transport, no socket
+
+
+def create_app(config: Mapping[str, Any] | object | None = None) -> Flask:
+    """Build the application.
+
+    Args:
+        config: settings applied over `config.Config` (a mapping or an object with
+            upper-case attributes), e.g. ``{"TESTING": True, "DATABASE_URL": ...}``.
+
+    Raises:
+        config.ConfigError: production mode with missing or malformed settings.
+    """
+    app = Flask(__name__, instance_path=os.environ.get("WXAUTH_INSTANCE_PATH") or None)
+    app.config.from_object("config.Config")
+    if isinstance(config, Mapping):
+        app.config.from_mapping(config)
+    elif config is not None:
+        app.config.from_object(config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    settings.apply(app)
+
+    register_extensions(app)
+    register_wechat(app)
+    register_blueprints(app)
+    errors.register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "migrations")),
+                     render_as_batch=True, compare_type=True)
+    jwt.init_app(app)
+    errors.register_jwt_loaders(jwt)
+    api.init_app(app)
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    with app.app_context():
+        settings.tune_sqlite(db.engine)
+
+
+def register_wechat(app: Flask) -> None:
+    """Create the app's WeChatClient; in emulator mode also mount the built-in emulator."""
+    cfg = app.config
+    options = dict(timeout=cfg["WECHAT_TIMEOUT"], busy_retries=cfg["WECHAT_BUSY_RETRIES"])
+    if cfg["WECHAT_EMULATOR"]:
+        emulator = Emulator()
+        cfg["WECHAT_APPID"] = emulator.default_appid
+        session = requests.Session()
+        session.mount(_EMULATOR_BASE, WSGIAdapter(emulator))
+        client = WeChatClient(emulator.default_appid, emulator.apps[emulator.default_appid],
+                              base_url=_EMULATOR_BASE, session=session, **options)
+        app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {EMULATOR_MOUNT: emulator})
+        app.extensions["wechat_emulator"] = emulator
+        app.logger.info("WECHAT_APPID unset: using the built-in WeChat emulator at %s",
+                        EMULATOR_MOUNT)
+    else:
+        client = WeChatClient(cfg["WECHAT_APPID"], cfg["WECHAT_SECRET"],
+                              base_url=cfg["WECHAT_API_BASE"], **options)
+    app.extensions["wechat"] = client
+
+
+def wechat_client() -> WeChatClient:
+    """The current app's WeChatClient."""
+    return current_app.extensions["wechat"]
+
+
+def register_blueprints(app: Flask) -> None:
+    from .auth import blp as auth_blp
+    from .health import blp as health_blp
+    from .profile import blp as profile_blp
+
+    api.register_blueprint(auth_blp)
+    api.register_blueprint(profile_blp)
+    api.register_blueprint(health_blp)
+
+
+def register_commands(app: Flask) -> None:
+    from .commands import users_cli, wechat_cli
+
+    app.cli.add_command(users_cli)
+    app.cli.add_command(wechat_cli)

@@ -1,0 +1,171 @@
+"""Flask CLI commands: ``flask --app wsgi users …`` and ``flask --app wsgi wechat …``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+import requests
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from .extensions import db
+from .models import User
+from .schemas import ProfileSchema
+
+users_cli = AppGroup("users", help="Inspect and delete users.")
+wechat_cli = AppGroup("wechat", help="The built-in WeChat emulator.")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def _users_by_openid(openid: str, appid: str | None) -> list[User]:
+    query = select(User).where(User.openid == openid)
+    if appid:
+        query = query.where(User.appid == appid)
+    found = list(db.session.execute(query).scalars())
+    if not found:
+        raise click.ClickException(f"no user with openid {openid}")
+    if len(found) > 1:
+        apps = ", ".join(u.appid for u in found)
+        raise click.ClickException(f"openid {openid} exists in several apps ({apps}): use --appid")
+    return found
+
+
+@users_cli.command("list")
+@click.option("--limit", default=50, show_default=True, help="Most recent logins first.")
+def users_list(limit: int) -> None:
+    """List users, most recent login first."""
+    users = db.session.execute(
+        select(User).order_by(User.last_login_at.desc()).limit(limit)).scalars()
+    headers = ["id", "appid", "openid", "unionid", "nickname", "created (UTC)", "last login (UTC)"]
+    rows = [[_fmt(u.id), u.appid, u.openid, _fmt(u.unionid), _fmt(u.nickname),
+             _fmt(u.created_at), _fmt(u.last_login_at)] for u in users]
+    click.echo(_table(headers, rows))
+    total = db.session.query(User).count()
+    click.echo(f"\n{len(rows)} of {total} users")
+
+
+@users_cli.command("show")
+@click.argument("openid")
+@click.option("--appid", help="Needed when the openid exists in several apps.")
+def users_show(openid: str, appid: str | None) -> None:
+    """Show one user's profile (never the session_key)."""
+    (user,) = _users_by_openid(openid, appid)
+    profile = ProfileSchema().dump(user)
+    details = {"appid": user.appid, "openid": user.openid, "unionid": user.unionid,
+               **profile, "last_login_at": user.last_login_at.isoformat()}
+    width = max(map(len, details))
+    for key, value in details.items():
+        click.echo(f"{key.ljust(width)}  {_fmt(value)}")
+
+
+@users_cli.command("delete")
+@click.argument("openid")
+@click.option("--appid", help="Needed when the openid exists in several apps.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def users_delete(openid: str, appid: str | None, yes: bool) -> None:
+    """Delete a user; their tokens stop working (401 user_not_found)."""
+    (user,) = _users_by_openid(openid, appid)
+    if not yes:
+        click.confirm(f"Delete user {user.id} ({user.appid}/{user.openid})?", abort=True)
+    db.session.delete(user)
+    db.session.commit()
+    click.echo(f"deleted user {user.id} ({user.appid}/{user.openid})")
+
+
+# --- wechat ---------------------------------------------------------------------------------
+
+
+def _emulator_url(url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    if current_app.config["WECHAT_EMULATOR"]:
+        from . import EMULATOR_MOUNT
+
+        port = os.environ.get("PORT") or os.environ.get("FLASK_RUN_PORT") or "5000"
+        return f"http://127.0.0.1:{port}{EMULATOR_MOUNT}"
+    return current_app.config["WECHAT_API_BASE"].rstrip("/")
+
+
+def _post_emulator(url: str, path: str, body: dict) -> dict:
+    try:
+        response = requests.post(url + path, json=body, timeout=10)
+    except requests.RequestException:
+        raise click.ClickException(
+            f"no WeChat emulator answers at {url}: start `make run` (it serves one at "
+            "/_wechat) or `flask --app wsgi wechat emulator`, or pass --url") from None
+    if response.status_code != 200:
+        raise click.ClickException(f"emulator answered {response.status_code}: {response.text}")
+    return response.json()
+
+
+@wechat_cli.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True, type=int)
+@click.option("--appid", help="AppID to accept [default: WECHAT_APPID or the emulator's]")
+@click.option("--secret", help="AppSecret to accept [default: WECHAT_SECRET or 'emulator-secret']")
+def wechat_emulator(host: str, port: int, appid: str | None, secret: str | None) -> None:
+    """Run the WeChat API emulator standalone."""
+    from werkzeug.serving import run_simple
+
+    from .wechat.emulator import DEFAULT_APPID, Emulator
+
+    cfg = current_app.config
+    configured = not cfg["WECHAT_EMULATOR"]
+    appid = appid or (cfg["WECHAT_APPID"] if configured else DEFAULT_APPID)
+    secret = secret or (cfg["WECHAT_SECRET"] if configured else "emulator-secret")
+    emulator = Emulator({appid: secret})
+    click.echo("Point the server at this emulator with:\n"
+               f"  WECHAT_APPID={appid}\n  WECHAT_SECRET=<the secret you chose>\n"
+               f"  WECHAT_API_BASE=http://{host}:{port}\n")
+    run_simple(host, port, emulator, threaded=True)
+
+
+@wechat_cli.command("code")
+@click.argument("openid", required=False)
+@click.option("--unionid", help="Give the made-up user this unionid.")
+@click.option("--appid", help="Mint for this app [default: the emulator's first].")
+@click.option("--url", help="Emulator base URL [default: this server's].")
+def wechat_code(openid: str | None, unionid: str | None, appid: str | None,
+                url: str | None) -> None:
+    """Mint a wx.login code for OPENID (random when omitted) on a running emulator."""
+    body = {k: v for k, v in {"openid": openid, "unionid": unionid, "appid": appid}.items() if v}
+    click.echo(_post_emulator(_emulator_url(url), "/dev/code", body)["code"])
+
+
+@wechat_cli.command("encrypt")
+@click.argument("openid")
+@click.argument("data")
+@click.option("--appid", help="The app the user belongs to [default: the emulator's first].")
+@click.option("--url", help="Emulator base URL [default: this server's].")
+def wechat_encrypt(openid: str, data: str, appid: str | None, url: str | None) -> None:
+    """Encrypt DATA (a JSON object, e.g. userInfo) for OPENID as WeChat would.
+
+    Prints e.detail ({"encryptedData", "iv", "rawData", "signature", …}) ready to POST to
+    /profile. The user must have logged in (the emulator uses their current session_key).
+    """
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        raise click.BadParameter("not JSON", param_hint="DATA") from None
+    body = {"openid": openid, "data": payload, **({"appid": appid} if appid else {})}
+    click.echo(json.dumps(_post_emulator(_emulator_url(url), "/dev/encrypt", body),
+                          ensure_ascii=False))

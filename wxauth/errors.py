@@ -1,0 +1,278 @@
+"""The one place where every failure becomes an RFC 9457 ``application/problem+json`` answer.
+
+Each problem has a stable machine ``code`` (the table `PROBLEMS`), and each exception the
+service can raise maps to one code (`EXCEPTION_CODES`). Flask's error handlers,
+flask-smorest's HTTP-exception handler and flask-jwt-extended's loaders all end in
+`problem_response`. The same table documents the error responses in the OpenAPI document
+(`documents_problems`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import marshmallow as ma
+from flask import Flask, Response, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from .wechat import client as wx
+from .wechat import crypto
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE_BASE = "urn:wxauth:problem:"
+PROBLEM_MIMETYPE = "application/problem+json"
+
+_RELOGIN = (
+    "Call wx.login() again, log in with the new code, then fetch encryptedData again and "
+    "resend it."
+)
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    status: int
+    code: str
+    title: str
+    advice: str = ""  # appended to the detail: what the client should do
+
+
+PROBLEMS: dict[str, ProblemKind] = {
+    kind.code: kind
+    for kind in (
+        ProblemKind(400, "invalid_request", "Invalid request"),
+        ProblemKind(404, "not_found", "Not found"),
+        ProblemKind(405, "method_not_allowed", "Method not allowed"),
+        ProblemKind(413, "payload_too_large", "Request body too large"),
+        ProblemKind(500, "internal_error", "Internal server error"),
+        ProblemKind(503, "database_unavailable", "Database unavailable"),
+        # login code exchange (WeChat errcodes)
+        ProblemKind(400, "invalid_code", "Invalid login code",
+                    "Codes live 5 minutes: call wx.login() again and send the new code."),
+        ProblemKind(400, "code_used", "Login code already used",
+                    "Codes are single-use: call wx.login() again and send the new code."),
+        ProblemKind(403, "user_blocked", "User blocked by WeChat"),
+        ProblemKind(429, "wechat_rate_limited", "WeChat rate limit reached",
+                    "Wait for Retry-After seconds before logging in again."),
+        ProblemKind(503, "wechat_busy", "WeChat is busy", "Retry after Retry-After seconds."),
+        ProblemKind(502, "wechat_bad_response", "Bad answer from WeChat"),
+        ProblemKind(504, "wechat_timeout", "WeChat timed out"),
+        ProblemKind(502, "wechat_unreachable", "WeChat unreachable"),
+        # encryptedData
+        ProblemKind(400, "decrypt_failed", "Could not decrypt encryptedData", _RELOGIN),
+        ProblemKind(400, "watermark_mismatch", "Watermark names another mini-program"),
+        ProblemKind(400, "watermark_expired", "Encrypted data too old",
+                    "Fetch the data again and send it right away."),
+        ProblemKind(400, "signature_mismatch", "rawData signature mismatch", _RELOGIN),
+        # login state (JWT)
+        ProblemKind(401, "authorization_required", "Authorization required",
+                    "Send 'Authorization: Bearer <access_token>' from POST /auth/login."),
+        ProblemKind(401, "token_invalid", "Invalid token", "Log in again."),
+        ProblemKind(401, "token_expired", "Token expired", "Log in again."),
+        ProblemKind(401, "user_not_found", "User not found", "Log in again."),
+    )
+}
+
+EXCEPTION_CODES: dict[type[BaseException], str] = {
+    wx.InvalidCode: "invalid_code",
+    wx.CodeUsed: "code_used",
+    wx.UserBlocked: "user_blocked",
+    wx.WeChatRateLimited: "wechat_rate_limited",
+    wx.WeChatBusy: "wechat_busy",
+    wx.WeChatAPIError: "wechat_bad_response",
+    wx.WeChatBadResponse: "wechat_bad_response",
+    wx.WeChatTimeout: "wechat_timeout",
+    wx.WeChatUnreachable: "wechat_unreachable",
+    crypto.DecryptError: "decrypt_failed",
+    crypto.WatermarkMismatch: "watermark_mismatch",
+    crypto.WatermarkExpired: "watermark_expired",
+    crypto.SignatureMismatch: "signature_mismatch",
+}
+
+# Codes every Bearer-protected operation can answer.
+AUTH_CODES = ("authorization_required", "token_invalid", "token_expired", "user_not_found")
+
+
+class Problem(Exception):
+    """Raise anywhere in a request to answer with the problem `code`.
+
+    Args:
+        code: a key of `PROBLEMS`.
+        detail: human-readable explanation for this occurrence.
+        headers: extra response headers (e.g. ``Retry-After``).
+        extra: extension members added to the JSON body.
+    """
+
+    def __init__(self, code: str, detail: str, *, headers: dict[str, str] | None = None,
+                 **extra: Any):
+        super().__init__(detail)
+        self.kind = PROBLEMS[code]
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(code: str, detail: str, *, headers: dict[str, str] | None = None,
+                     **extra: Any) -> Response:
+    """Build the ``application/problem+json`` response for problem `code`."""
+    kind = PROBLEMS[code]
+    if kind.advice and kind.advice not in detail:
+        detail = f"{detail.rstrip('.')}. {kind.advice}" if detail else kind.advice
+    body = {
+        "type": PROBLEM_TYPE_BASE + kind.code,
+        "title": kind.title,
+        "status": kind.status,
+        "detail": detail or kind.title,
+        "code": kind.code,
+        **extra,
+    }
+    response = Response(json.dumps(body, ensure_ascii=False), status=kind.status,
+                        mimetype=PROBLEM_MIMETYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _flatten(messages: Any, prefix: str = "") -> list[str]:
+    """Turn marshmallow/webargs messages ``{"json": {"code": ["…"]}}`` into ``code: …``."""
+    if isinstance(messages, dict):
+        out: list[str] = []
+        for key, value in messages.items():
+            name = "" if key in ("json", "query", "files", "form") else str(key)
+            out += _flatten(value, f"{prefix}.{name}" if prefix and name else prefix or name)
+        return out
+    if isinstance(messages, (list, tuple)):
+        if all(isinstance(m, str) for m in messages):
+            return [f"{prefix}: {' '.join(messages)}" if prefix else " ".join(messages)]
+        return [line for m in messages for line in _flatten(m, prefix)]
+    return [f"{prefix}: {messages}" if prefix else str(messages)]
+
+
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large"}
+
+
+def http_exception_response(error: HTTPException) -> Response:
+    """Problem response for a Werkzeug/webargs HTTPException."""
+    status = error.code or 500
+    code = _HTTP_CODES.get(status, "invalid_request" if 400 <= status < 500 else "internal_error")
+    data = getattr(error, "data", None) or {}
+    messages = data.get("messages")
+    extra: dict[str, Any] = {}
+    if messages:
+        detail = "; ".join(_flatten(messages))
+        extra["errors"] = messages.get("json", messages) if isinstance(messages, dict) else messages
+    elif code == "payload_too_large":
+        detail = "The request body is larger than this server accepts."
+    elif code == "internal_error":
+        detail = "The server could not handle this request."
+    else:
+        detail = error.description or PROBLEMS[code].title
+    headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type",)}
+    headers.update(data.get("headers") or {})
+    return problem_response(code, detail, headers=headers, **extra)
+
+
+def exception_response(exc: Exception) -> Response:
+    """Problem response for any exception raised while handling a request."""
+    if isinstance(exc, Problem):
+        return problem_response(exc.kind.code, exc.detail, headers=exc.headers, **exc.extra)
+    if isinstance(exc, HTTPException):
+        return http_exception_response(exc)
+    code = next((EXCEPTION_CODES[c] for c in type(exc).__mro__ if c in EXCEPTION_CODES), None)
+    if code is None:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response("internal_error", "The server could not handle this request.")
+    headers, extra = {}, {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    if isinstance(exc, wx.WeChatAPIError):
+        extra["errcode"] = exc.errcode
+    if isinstance(exc, wx.WeChatError):
+        level = logging.ERROR if PROBLEMS[code].status >= 500 else logging.INFO
+        log.log(level, "WeChat call failed on %s: %s", request.path, exc)
+    return problem_response(code, str(exc), headers=headers, **extra)
+
+
+class ProblemSchema(ma.Schema):
+    """RFC 9457 problem details, as every error of this API is answered."""
+
+    type = ma.fields.String(required=True, metadata={"example": PROBLEM_TYPE_BASE + "invalid_code"})
+    title = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
+    detail = ma.fields.String(required=True)
+    code = ma.fields.String(required=True, metadata={"description": "stable machine code"})
+    errors = ma.fields.Dict(metadata={"description": "field → messages (invalid_request)"})
+    errcode = ma.fields.Integer(metadata={"description": "WeChat's errcode, when it gave one"})
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api, answering HTTP errors as problem+json."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def handle_http_exception(self, error):
+        return http_exception_response(error)
+
+
+def documents_problems(blp, *codes: str):
+    """Decorator documenting the problem responses an operation can give, grouped by status."""
+    by_status: dict[int, list[str]] = defaultdict(list)
+    for code in codes:
+        by_status[PROBLEMS[code].status].append(code)
+
+    def decorator(func):
+        for status, group in sorted(by_status.items()):
+            description = "Problem details; `code` is one of: " + ", ".join(
+                f"`{c}`" for c in group)
+            func = blp.alt_response(status, schema=ProblemSchema, description=description,
+                                    content_type=PROBLEM_MIMETYPE)(func)
+        return func
+
+    return decorator
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Route every exception through `exception_response`."""
+    app.register_error_handler(Exception, exception_response)
+    app.register_error_handler(HTTPException, http_exception_response)
+
+
+def register_jwt_loaders(jwt) -> None:
+    """Make flask-jwt-extended answer with problems (its default is 422 and ``{"msg"}``)."""
+
+    @jwt.unauthorized_loader
+    def _unauthorized(reason: str):
+        if "Authorization" in request.headers:
+            return problem_response("token_invalid", reason)
+        return problem_response("authorization_required", "This endpoint needs a login state.")
+
+    @jwt.invalid_token_loader
+    def _invalid(reason: str):
+        return problem_response("token_invalid", f"The token is not valid ({reason}).")
+
+    @jwt.expired_token_loader
+    def _expired(header, payload):
+        return problem_response("token_expired", "The token has expired.")
+
+    @jwt.user_lookup_error_loader
+    def _user_not_found(header, payload):
+        return problem_response("user_not_found", "The token's user no longer exists.")
+
+    @jwt.token_verification_failed_loader
+    def _verification_failed(header, payload):
+        return problem_response("token_invalid", "The token's claims were refused.")
+
+    @jwt.needs_fresh_token_loader
+    def _needs_fresh(header, payload):
+        return problem_response("token_invalid", "This endpoint needs a fresh token.")
+
+    @jwt.revoked_token_loader
+    def _revoked(header, payload):
+        return problem_response("token_invalid", "The token has been revoked.")

@@ -1,0 +1,29 @@
+"""Blueprint `health`: ``GET /healthz``."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import Problem, documents_problems
+from .extensions import db
+from .schemas import Blueprint, HealthSchema
+
+blp = Blueprint("health", __name__, description="Liveness and readiness")
+log = logging.getLogger(__name__)
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.response(200, HealthSchema)
+@documents_problems(blp, "database_unavailable")
+def healthz():
+    """200 ``{"status": "ok"}`` when the database answers, else 503 ``database_unavailable``."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        log.error("health check: database unavailable (%s)", type(exc).__name__)
+        db.session.rollback()
+        raise Problem("database_unavailable", "The database does not answer.") from None
+    return {"status": "ok"}

@@ -1,0 +1,149 @@
+"""Request and response schemas (marshmallow), shared by the blueprints and the OpenAPI doc."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import marshmallow as ma
+from marshmallow import fields, validate
+from flask_smorest import Blueprint as _Blueprint
+from webargs import core as webargs_core
+from webargs.flaskparser import FlaskParser, abort, is_json_request
+
+GENDERS = (0, 1, 2)  # WeChat: 0 unknown, 1 male, 2 female
+
+
+class Parser(FlaskParser):
+    """webargs parser answering 400 (not 422), refusing non-JSON bodies and deep nesting."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req):
+        if not is_json_request(req):
+            abort(400, messages={"json": ["Send a JSON object with Content-Type: application/json."]})
+        from flask import current_app
+
+        data = req.get_data(cache=True)
+        try:
+            parsed = webargs_core.parse_json(data)
+        except RecursionError:
+            abort(400, messages={"json": ["JSON nested too deeply."]})
+        if _depth(parsed) > current_app.config["JSON_MAX_DEPTH"]:
+            abort(400, messages={"json": ["JSON nested too deeply."]})
+        return parsed
+
+
+def _depth(value, level: int = 0) -> int:
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+class Blueprint(_Blueprint):
+    ARGUMENTS_PARSER = Parser()
+
+
+class Base64Bytes(fields.String):
+    """A base64 string on the wire, raw bytes in Python.
+
+    Spaces are read as ``+`` (the usual damage when base64 travels through form or URL
+    encoding). `byte_length` requires an exact decoded length.
+    """
+
+    default_error_messages = {
+        "base64": "Not valid base64.",
+        "byte_length": "Must decode to exactly {length} bytes.",
+    }
+
+    def __init__(self, *, byte_length: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.byte_length = byte_length
+
+    def _deserialize(self, value, attr, data, **kwargs) -> bytes:
+        text = super()._deserialize(value, attr, data, **kwargs).strip().replace(" ", "+")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise self.make_error("base64") from None
+        if self.byte_length is not None and len(raw) != self.byte_length:
+            raise self.make_error("byte_length", length=self.byte_length)
+        return raw
+
+
+class HealthSchema(ma.Schema):
+    status = fields.String(required=True, metadata={"example": "ok"})
+
+
+class LoginSchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    code = fields.String(required=True, validate=validate.Length(min=1, max=128),
+                         metadata={"description": "the code from wx.login()"})
+
+
+class ProfileSchema(ma.Schema):
+    """`<profile>`: what the client may see of a user (never the session_key)."""
+
+    id = fields.Integer(required=True)
+    nickname = fields.String(allow_none=True)
+    avatar_url = fields.String(allow_none=True)
+    gender = fields.Integer(metadata={"description": "0 unknown, 1 male, 2 female"})
+    country = fields.String(allow_none=True)
+    province = fields.String(allow_none=True)
+    city = fields.String(allow_none=True)
+    language = fields.String(allow_none=True)
+    created_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
+    updated_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
+
+
+class LoginResultSchema(ma.Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"example": "Bearer"})
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds",
+                                                          "example": 604800})
+    is_new_user = fields.Boolean(required=True)
+    user = fields.Nested(ProfileSchema, required=True)
+
+
+class EncryptedProfileSchema(ma.Schema):
+    """``e.detail`` from getUserProfile/getUserInfo, sent as WeChat hands it over."""
+
+    class Meta:
+        unknown = ma.EXCLUDE  # errMsg, userInfo, cloudID… are ignored
+
+    encryptedData = Base64Bytes(required=True, validate=validate.Length(min=16, max=16 * 1024))
+    iv = Base64Bytes(required=True, byte_length=16)
+    rawData = fields.String(validate=validate.Length(max=4096))
+    signature = fields.String(validate=validate.Length(equal=40))
+
+    @ma.validates_schema
+    def _raw_data_with_signature(self, data, **kwargs):
+        if ("rawData" in data) != ("signature" in data):
+            raise ma.ValidationError("Send rawData and signature together, or neither.",
+                                     "signature" if "rawData" in data else "rawData")
+
+
+_text = dict(allow_none=True, validate=validate.Length(max=64))
+
+
+class ProfilePatchSchema(ma.Schema):
+    """Plain profile fields, as the post-2022 components give them."""
+
+    class Meta:
+        unknown = ma.RAISE  # a misspelt field should say so, not be ignored
+
+    nickname = fields.String(allow_none=True,
+                             validate=[validate.Length(min=1, max=64), validate.Regexp(r"\S")],
+                             metadata={"description": 'from <input type="nickname">'})
+    avatar_url = fields.Url(allow_none=True, schemes={"http", "https"},
+                            validate=validate.Length(max=512),
+                            metadata={"description": "an uploaded avatar's http(s) URL"})
+    gender = fields.Integer(strict=True, validate=validate.OneOf(GENDERS))
+    country = fields.String(**_text)
+    province = fields.String(**_text)
+    city = fields.String(**_text)
+    language = fields.String(allow_none=True, validate=validate.Length(max=16))

@@ -1,0 +1,333 @@
+"""A WeChat server-API emulator: a small WSGI app (Werkzeug, no Flask) for offline work.
+
+It behaves as WeChat does where this project depends on it:
+
+``GET /sns/jscode2session?appid=&secret=&js_code=&grant_type=authorization_code``
+    Answers ``text/plain`` JSON like WeChat: ``{"session_key", "openid", "unionid"?}`` with
+    no ``errcode`` on success. Codes are single-use (40163 the second time) and live
+    5 minutes (40029 after, and for unknown codes); each exchange gives the user a new
+    session_key (WeChat *may* rotate, the emulator always does, the harder case);
+    40013 wrong appid, 40125 wrong secret, 45011 after 100 exchanges per user per minute,
+    40226 for users minted as blocked.
+
+Developer endpoints (not WeChat's), under ``/dev``; JSON bodies, answers JSON:
+
+``POST /dev/code`` ``{"openid"?, "unionid"?, "appid"?, "blocked"?, "errcode"?, "busy"?, "fault"?, "delay"?}``
+    Mints a login code for a made-up user (a random openid when none is given) →
+    ``{"code", "openid", "appid"}``. Fault injection for that one code: ``errcode`` (answer
+    this errcode), ``busy`` (answer -1 that many times first), ``fault`` (``"html"``: an
+    HTML error page with HTTP 200, ``"http_500"``: HTTP 500), ``delay`` (seconds to wait
+    before answering).
+``POST /dev/encrypt`` ``{"openid", "data", "appid"?, "timestamp"?, "watermark_appid"?}``
+    Encrypts `data` with the user's current session_key the way WeChat does, adding
+    ``watermark`` → ``{"encryptedData", "iv", "rawData", "signature", "userInfo"}``, the
+    shape of ``e.detail`` in ``getUserProfile``.
+``GET /dev/users/<openid>?appid=``
+    ``{"openid", "unionid", "session_key"}`` — the emulated user's current state.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+from werkzeug.wrappers import Request, Response
+
+from . import crypto
+
+DEFAULT_APPID = "wx00000000emulator"
+CODE_TTL = 300  # seconds a login code stays valid
+RATE_LIMIT = 100  # code exchanges per user per minute (errcode 45011 beyond)
+
+
+@dataclass
+class _User:
+    openid: str
+    unionid: str | None
+    session_key: str = field(default_factory=lambda: base64.b64encode(os.urandom(16)).decode())
+    blocked: bool = False
+    exchanges: deque = field(default_factory=deque)  # monotonic times of recent exchanges
+
+
+@dataclass
+class _Code:
+    appid: str
+    openid: str
+    created: float
+    errcode: int | None = None
+    busy: int = 0
+    fault: str | None = None
+    delay: float = 0.0
+    used: bool = False
+
+
+class Emulator:
+    """In-memory WeChat state plus the WSGI app serving it.
+
+    Args:
+        apps: appid → AppSecret of the mini-programs the emulator accepts; the first is the
+            default for minting. A single default app with a random secret when omitted.
+    """
+
+    def __init__(self, apps: dict[str, str] | None = None):
+        self.apps = dict(apps or {DEFAULT_APPID: secrets.token_hex(16)})
+        self.default_appid = next(iter(self.apps))
+        self._lock = threading.Lock()
+        self._users: dict[tuple[str, str], _User] = {}
+        self._codes: dict[str, _Code] = {}
+        self._url_map = Map(
+            [
+                Rule("/sns/jscode2session", endpoint="jscode2session", methods=["GET"]),
+                Rule("/dev/code", endpoint="mint_code", methods=["POST"]),
+                Rule("/dev/encrypt", endpoint="encrypt", methods=["POST"]),
+                Rule("/dev/users/<openid>", endpoint="user", methods=["GET"]),
+            ]
+        )
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _user(self, appid: str, openid: str, unionid: str | None = None) -> _User:
+        user = self._users.get((appid, openid))
+        if user is None:
+            user = self._users[(appid, openid)] = _User(openid=openid, unionid=unionid)
+        elif unionid:
+            user.unionid = unionid
+        return user
+
+    def mint_code(
+        self,
+        openid: str | None = None,
+        *,
+        appid: str | None = None,
+        unionid: str | None = None,
+        blocked: bool | None = None,
+        errcode: int | None = None,
+        busy: int = 0,
+        fault: str | None = None,
+        delay: float = 0.0,
+    ) -> dict[str, str]:
+        """Mint a login code for a made-up user; see the module docstring for the options."""
+        appid = appid or self.default_appid
+        if appid not in self.apps:
+            raise ValueError(f"unknown appid {appid!r}")
+        openid = openid or "o" + secrets.token_urlsafe(21)[:27]
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            user = self._user(appid, openid, unionid)
+            if blocked is not None:
+                user.blocked = bool(blocked)
+            self._codes[code] = _Code(
+                appid, openid, time.monotonic(), None if errcode is None else int(errcode),
+                int(busy), fault, float(delay),
+            )
+        return {"code": code, "openid": openid, "appid": appid}
+
+    def exchange(self, appid: str, secret: str, js_code: str, grant_type: str) -> dict[str, Any]:
+        """The code2Session logic; returns the JSON object WeChat would answer."""
+        if appid not in self.apps:
+            return {"errcode": 40013, "errmsg": "invalid appid"}
+        if not hmac_equal(self.apps[appid], secret):
+            return {"errcode": 40125, "errmsg": "invalid appsecret"}
+        if grant_type != "authorization_code":
+            return {"errcode": 40002, "errmsg": "invalid grant_type"}
+        with self._lock:
+            code = self._codes.get(js_code)
+            if code is None or code.appid != appid:
+                return {"errcode": 40029, "errmsg": "invalid code"}
+            if code.busy > 0:
+                code.busy -= 1
+                return {"errcode": -1, "errmsg": "system error"}
+            if code.errcode is not None:
+                return {"errcode": code.errcode, "errmsg": "emulated error"}
+            if code.used:
+                return {"errcode": 40163, "errmsg": "code been used"}
+            if time.monotonic() - code.created > CODE_TTL:
+                return {"errcode": 40029, "errmsg": "invalid code"}
+            user = self._user(appid, code.openid)
+            if user.blocked:
+                return {"errcode": 40226, "errmsg": "invalid user"}
+            now = time.monotonic()
+            while user.exchanges and now - user.exchanges[0] > 60:
+                user.exchanges.popleft()
+            if len(user.exchanges) >= RATE_LIMIT:
+                return {"errcode": 45011, "errmsg": "api minute-quota reach limit"}
+            user.exchanges.append(now)
+            code.used = True
+            user.session_key = base64.b64encode(os.urandom(16)).decode()
+            answer = {"session_key": user.session_key, "openid": user.openid}
+            if user.unionid:
+                answer["unionid"] = user.unionid
+            return answer
+
+    def encrypt_for(
+        self,
+        openid: str,
+        data: dict[str, Any],
+        *,
+        appid: str | None = None,
+        timestamp: int | None = None,
+        watermark_appid: str | None = None,
+    ) -> dict[str, Any]:
+        """Encrypt `data` for a user as WeChat does; returns the ``e.detail``-shaped dict."""
+        appid = appid or self.default_appid
+        with self._lock:
+            user = self._users.get((appid, openid))
+            if user is None:
+                raise KeyError(openid)
+            session_key = user.session_key
+        watermark = {
+            "timestamp": int(time.time()) if timestamp is None else timestamp,
+            "appid": watermark_appid or appid,
+        }
+        encrypted, iv = crypto.encrypt(session_key, {**data, "watermark": watermark})
+        raw_data = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return {
+            "errMsg": "getUserProfile:ok",
+            "encryptedData": base64.b64encode(encrypted).decode(),
+            "iv": base64.b64encode(iv).decode(),
+            "rawData": raw_data,
+            "signature": crypto.raw_data_signature(raw_data, session_key),
+            "userInfo": data,
+        }
+
+    def user_state(self, openid: str, appid: str | None = None) -> dict[str, Any]:
+        """The emulated user's openid, unionid and current session_key (KeyError if unknown)."""
+        with self._lock:
+            user = self._users[(appid or self.default_appid, openid)]
+            return {"openid": user.openid, "unionid": user.unionid, "session_key": user.session_key}
+
+    # -- WSGI ------------------------------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        try:
+            endpoint, values = self._url_map.bind_to_environ(environ).match()
+            response = getattr(self, "_on_" + endpoint)(request, **values)
+        except HTTPException as exc:
+            response = _json({"errcode": 404 if exc.code == 404 else 400, "errmsg": exc.name},
+                             status=exc.code or 400)
+        return response(environ, start_response)
+
+    def _on_jscode2session(self, request: Request) -> Response:
+        args = request.args
+        js_code = args.get("js_code", "")
+        with self._lock:
+            code = self._codes.get(js_code)
+            delay, fault = (code.delay, code.fault) if code else (0.0, None)
+        if delay:
+            time.sleep(delay)
+        if fault == "html":
+            return Response("<html><body><h1>502 Bad Gateway</h1></body></html>",
+                            mimetype="text/html")
+        if fault == "http_500":
+            return Response("Internal Server Error", status=500, mimetype="text/plain")
+        answer = self.exchange(
+            args.get("appid", ""), args.get("secret", ""), js_code, args.get("grant_type", "")
+        )
+        # WeChat answers code2Session as text/plain.
+        return Response(json.dumps(answer), mimetype="text/plain")
+
+    def _on_mint_code(self, request: Request) -> Response:
+        body = _body(request)
+        try:
+            minted = self.mint_code(
+                body.get("openid"),
+                appid=body.get("appid"),
+                unionid=body.get("unionid"),
+                blocked=body.get("blocked"),
+                errcode=body.get("errcode"),
+                busy=body.get("busy", 0),
+                fault=body.get("fault"),
+                delay=body.get("delay", 0.0),
+            )
+        except (ValueError, TypeError) as exc:
+            return _json({"error": str(exc)}, status=400)
+        return _json(minted)
+
+    def _on_encrypt(self, request: Request) -> Response:
+        body = _body(request)
+        data = body.get("data", {})
+        if not isinstance(data, dict) or not body.get("openid"):
+            return _json({"error": "need openid and a data object"}, status=400)
+        try:
+            detail = self.encrypt_for(
+                body["openid"], data, appid=body.get("appid"),
+                timestamp=body.get("timestamp"), watermark_appid=body.get("watermark_appid"),
+            )
+        except KeyError:
+            return _json({"error": "unknown user: mint a code and log in first"}, status=404)
+        return _json(detail)
+
+    def _on_user(self, request: Request, openid: str) -> Response:
+        try:
+            return _json(self.user_state(openid, request.args.get("appid")))
+        except KeyError:
+            raise NotFound() from None
+
+
+def hmac_equal(a: str, b: str) -> bool:
+    return secrets.compare_digest(a.encode(), b.encode())
+
+
+def _body(request: Request) -> dict[str, Any]:
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        data = {}
+    return {**request.args.to_dict(), **data}
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, ensure_ascii=False), status=status,
+                    mimetype="application/json")
+
+
+class WSGIAdapter(BaseAdapter):
+    """A ``requests`` transport adapter that hands requests to a WSGI app in-process.
+
+    Used in development so the server reaches its built-in emulator without a socket (a
+    single-threaded server calling itself over HTTP would deadlock).
+    """
+
+    def __init__(self, app):
+        super().__init__()
+        self.app = app
+
+    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+        url = urlsplit(request.url)
+        builder = EnvironBuilder(
+            path=url.path, query_string=url.query, method=request.method,
+            headers=dict(request.headers), data=request.body or b"",
+            base_url=f"{url.scheme}://{url.netloc}",
+        )
+        app_iter, status, headers = run_wsgi_app(self.app, builder.get_environ())
+        try:
+            content = b"".join(app_iter)
+        finally:
+            getattr(app_iter, "close", lambda: None)()
+        response = requests.Response()
+        response.status_code = int(status.split(" ", 1)[0])
+        response.reason = status.split(" ", 1)[1] if " " in status else ""
+        response.headers = CaseInsensitiveDict(headers)
+        response.encoding = get_encoding_from_headers(response.headers)
+        response._content = content
+        response.url = request.url
+        response.request = request
+        return response
+
+    def close(self):
+        pass
