@@ -122,7 +122,7 @@ def redact_query(text: str) -> str:
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts secret query parameters from a record's message.
 
-    Installed on ``urllib3.connectionpool``, whose DEBUG lines print each request's full
+    Installed on urllib3's loggers, whose DEBUG and WARNING lines print each request's full
     URL (``GET /sns/jscode2session?appid=…&secret=…``).
     """
 
@@ -134,9 +134,12 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-_urllib3_log = logging.getLogger("urllib3.connectionpool")
-if not any(isinstance(f, RedactingFilter) for f in _urllib3_log.filters):
-    _urllib3_log.addFilter(RedactingFilter())
+# Filters on a logger apply to its own records only, so each urllib3 module that logs URLs.
+for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry",
+              "urllib3.poolmanager"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, RedactingFilter) for f in _logger.filters):
+        _logger.addFilter(RedactingFilter())
 
 
 # --- client ----------------------------------------------------------------------------------
@@ -179,7 +182,10 @@ class WeChatClient:
         self.busy_backoff = busy_backoff
         if session is None:
             session = requests.Session()
-            retry = Retry(total=1, connect=1, read=0, status=0, other=0, backoff_factor=0.05)
+            # Retry refused connections once; never re-send after a read error (codes are
+            # single-use), and let read timeouts surface as timeouts.
+            retry = Retry(total=1, connect=1, read=False, status=0, other=False, redirect=0,
+                          backoff_factor=0.05)
             adapter = HTTPAdapter(pool_maxsize=pool_maxsize, max_retries=retry)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
