@@ -1,5 +1,14 @@
 """WSGI entry point: ``gunicorn wsgi:app`` and ``flask --app wsgi …``."""
 
+import sys
+
+from config import ConfigError
 from wxauth import create_app
 
-app = create_app()
+try:
+    app = create_app()
+except ConfigError as exc:
+    # One clear line instead of a traceback. Exit status 4 is gunicorn's "App failed to
+    # load": the arbiter stops instead of respawning workers that cannot start.
+    print(f"wxauth: configuration error: {exc}", file=sys.stderr)
+    sys.exit(4)

@@ -1,0 +1,204 @@
+"""Real processes, as a user runs them: flask db upgrade, gunicorn with 2 workers in
+production mode, the development server with its built-in emulator, and the fail-fast
+production checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from helpers import APPID, JWT_KEY, SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIABLES = ("WECHAT_APPID", "WECHAT_SECRET", "WECHAT_API_BASE", "DATABASE_URL",
+             "JWT_SECRET_KEY", "FLASK_DEBUG", "PORT", "WECHAT_WATERMARK_MAX_AGE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def environment(tmp_path, **values: str) -> dict[str, str]:
+    """A process environment with every wxauth variable set explicitly (so a developer's
+    .env, which never overrides, cannot leak in); '' means unset."""
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    env.update({k: "" for k in VARIABLES})
+    env.update(FLASK_DEBUG="0", WXAUTH_INSTANCE_PATH=str(tmp_path / "instance"))
+    env.update(values)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, **kwargs)
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str], url: str,
+                 ready: tuple[str, str] = ("GET", "/healthz")):
+        self.url = url
+        self.log = open(env["WXAUTH_INSTANCE_PATH"] + ".log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.request(*ready[:1], url + ready[1], timeout=1).status_code < 500:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError("server did not start:\n" + self.output())
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def production_env(tmp_path, emulator):
+    db_file = tmp_path / "prod.db"
+    return environment(tmp_path, WECHAT_APPID=APPID, WECHAT_SECRET=SECRET,
+                       WECHAT_API_BASE=emulator.url, DATABASE_URL=f"sqlite:///{db_file}",
+                       JWT_SECRET_KEY=JWT_KEY)
+
+
+def test_gunicorn_two_workers_in_production_mode(production_env, emulator):
+    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], production_env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = Process(["gunicorn", "-w", "2", "--threads", "4", "-b", f"127.0.0.1:{port}",
+                      "wsgi:app"], production_env, url)
+    try:
+        code = emulator.mint("o-gunicorn")["code"]
+        login = requests.post(url + "/auth/login", json={"code": code}, timeout=10)
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
+        profile = requests.get(url + "/profile", headers={"Authorization": f"Bearer {token}"},
+                               timeout=10)
+        assert profile.status_code == 200
+
+        # 32 simultaneous first logins of one openid across both workers
+        codes = [emulator.mint("o-gunicorn-race")["code"] for _ in range(32)]
+        barrier = threading.Barrier(32)
+        results: list = [None] * 32
+
+        def login_once(i: int) -> None:
+            barrier.wait()
+            results[i] = requests.post(url + "/auth/login", json={"code": codes[i]}, timeout=60)
+
+        threads = [threading.Thread(target=login_once, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [r.status_code for r in results] == [200] * 32
+        assert sum(r.json()["is_new_user"] for r in results) == 1
+        engine = create_engine(production_env["DATABASE_URL"])
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT count(*) FROM users WHERE openid = 'o-gunicorn-race'"))
+            assert rows.scalar() == 1
+        engine.dispose()
+
+        bad = requests.post(url + "/auth/login", json={"code": "wrong"}, timeout=10)
+        assert bad.status_code == 400
+    finally:
+        server.stop()
+    assert SECRET not in server.output()
+
+
+@pytest.mark.parametrize("missing", ["WECHAT_APPID", "WECHAT_SECRET", "JWT_SECRET_KEY"])
+def test_production_refuses_to_start_without(production_env, missing):
+    env = dict(production_env, **{missing: ""})
+    result = run(["flask", "--app", "wsgi", "users", "list"], env)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert len(lines) == 1 and missing in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stderr
+
+
+def test_gunicorn_stops_when_misconfigured(production_env):
+    env = dict(production_env, JWT_SECRET_KEY="")
+    port = free_port()
+    result = run(["gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "wsgi:app"], env)
+    assert result.returncode != 0
+    assert "JWT_SECRET_KEY is not set" in result.stderr
+
+
+def test_development_server_with_builtin_emulator_like_the_readme(tmp_path):
+    """make run's steps: db upgrade, flask run in debug mode, mint a code with the CLI, log in."""
+    port = free_port()
+    env = environment(tmp_path, FLASK_DEBUG="1", PORT=str(port))
+    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    url = f"http://127.0.0.1:{port}"
+    server = Process(["flask", "--app", "wsgi", "run", "--host", "127.0.0.1", "--port",
+                      str(port)], env, url)
+    try:
+        minted = run(["flask", "--app", "wsgi", "wechat", "code", "alice"], env)
+        assert minted.returncode == 0, minted.stderr
+        code = minted.stdout.strip()
+        login = requests.post(url + "/auth/login", json={"code": code}, timeout=10)
+        assert login.status_code == 200, login.text
+        assert login.json()["is_new_user"] is True
+        token = login.json()["access_token"]
+
+        detail = run(["flask", "--app", "wsgi", "wechat", "encrypt", "alice",
+                      '{"nickName": "Alice", "gender": 2}'], env)
+        assert detail.returncode == 0, detail.stderr
+        updated = requests.post(url + "/profile", data=detail.stdout.strip(),
+                                headers={"Authorization": f"Bearer {token}",
+                                         "Content-Type": "application/json"}, timeout=10)
+        assert updated.status_code == 200, updated.text
+        assert updated.json()["nickname"] == "Alice"
+    finally:
+        server.stop()
+    assert (tmp_path / "instance" / "jwt-secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_standalone_emulator(production_env, tmp_path):
+    """`flask wechat emulator --port` accepts the configured app's credentials and the codes
+    `flask wechat code` mints on it."""
+    port = free_port()
+    emulator_url = f"http://127.0.0.1:{port}"
+    env = dict(production_env, WECHAT_API_BASE=emulator_url)
+    emulator = Process(["flask", "--app", "wsgi", "wechat", "emulator", "--port", str(port)],
+                       dict(env, WXAUTH_INSTANCE_PATH=str(tmp_path / "emu")), emulator_url,
+                       ready=("GET", "/sns/jscode2session"))
+    try:
+        assert run(["flask", "--app", "wsgi", "db", "upgrade"], env).returncode == 0
+        minted = run(["flask", "--app", "wsgi", "wechat", "code", "o-standalone"], env)
+        assert minted.returncode == 0, minted.stderr
+        from wxauth.wechat.client import WeChatClient
+        client = WeChatClient(APPID, SECRET, base_url=emulator_url)
+        assert client.code2session(minted.stdout.strip()).openid == "o-standalone"
+    finally:
+        emulator.stop()

@@ -1,0 +1,88 @@
+"""The JWT login state: every failure is a 401 problem, never flask-jwt-extended's 422/msg."""
+
+import base64
+import json
+import time
+
+import jwt as pyjwt
+import pytest
+
+from helpers import APPID, JWT_KEY, assert_problem
+
+
+def b64url(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def claims(openid="o-tok", **overrides):
+    now = int(time.time())
+    return {"sub": openid, "iat": now, "nbf": now, "exp": now + 3600, "jti": "j",
+            "type": "access", "fresh": False, "appid": APPID, **overrides}
+
+
+@pytest.fixture
+def token(server):
+    return server.login("o-tok")["access_token"]
+
+
+def test_valid_minted_token_works(server, token):
+    assert server.get("/profile", token=token).status_code == 200
+    same_shape = pyjwt.encode(claims(), JWT_KEY, algorithm="HS256")
+    assert server.get("/profile", token=same_shape).status_code == 200
+
+
+def test_no_header(server):
+    assert_problem(server.get("/profile"), 401, "authorization_required")
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer not.a.jwt", "Bearer abc", "Basic dXNlcjpw",
+                                    "Bearer a.b.c.d"])
+def test_malformed_header_or_token(server, header):
+    assert_problem(server.get("/profile", headers={"Authorization": header}), 401, "token_invalid")
+
+
+def test_alg_none_is_refused(server, token):
+    forged = b64url({"alg": "none", "typ": "JWT"}) + "." + b64url(claims()) + "."
+    assert_problem(server.get("/profile", token=forged), 401, "token_invalid")
+
+
+def test_tampered_payload_is_refused(server, token):
+    header, _, signature = token.split(".")
+    forged = f"{header}.{b64url(claims(sub='o-someone-else'))}.{signature}"
+    assert_problem(server.get("/profile", token=forged), 401, "token_invalid")
+
+
+def test_wrong_key_is_refused(server, token):
+    forged = pyjwt.encode(claims(), "another-key-of-at-least-32-bytes!!", algorithm="HS256")
+    assert_problem(server.get("/profile", token=forged), 401, "token_invalid")
+
+
+def test_other_algorithm_is_refused(server, token):
+    forged = pyjwt.encode(claims(), JWT_KEY, algorithm="HS512")
+    assert_problem(server.get("/profile", token=forged), 401, "token_invalid")
+
+
+def test_expired(server, token):
+    old = pyjwt.encode(claims(iat=1, nbf=1, exp=2), JWT_KEY, algorithm="HS256")
+    assert_problem(server.get("/profile", token=old), 401, "token_expired")
+
+
+def test_not_yet_valid(server, token):
+    future = pyjwt.encode(claims(nbf=int(time.time()) + 3600), JWT_KEY, algorithm="HS256")
+    assert_problem(server.get("/profile", token=future), 401, "token_invalid")
+
+
+def test_refresh_type_is_not_an_access_token(server, token):
+    wrong = pyjwt.encode(claims(type="refresh"), JWT_KEY, algorithm="HS256")
+    assert_problem(server.get("/profile", token=wrong), 401, "token_invalid")
+
+
+def test_unknown_user(server, token):
+    ghost = pyjwt.encode(claims("o-never-logged-in"), JWT_KEY, algorithm="HS256")
+    assert_problem(server.get("/profile", token=ghost), 401, "user_not_found")
+
+
+def test_deleted_user(server, token, runner):
+    result = runner.invoke(args=["users", "delete", "o-tok", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert_problem(server.get("/profile", token=token), 401, "user_not_found")
