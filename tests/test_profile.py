@@ -152,6 +152,8 @@ def test_patch_profile(server, alice):
     {"nickname": "   "},
     {"nickname": "x" * 65},
     {"nickname": 5},
+    {"nickname": "a\x00b"},
+    {"city": "line\n"},
     {"avatar_url": "wxfile://tmp_abc.jpg"},  # chooseAvatar's local path: upload it first
     {"avatar_url": "javascript:alert(1)"},
     {"gender": 3},

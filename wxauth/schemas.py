@@ -13,6 +13,11 @@ from webargs.flaskparser import FlaskParser, abort, is_json_request
 
 GENDERS = (0, 1, 2)  # WeChat: 0 unknown, 1 male, 2 female
 
+# Printable text only: control characters (NUL above all, which PostgreSQL refuses) are 400s.
+_PRINTABLE = validate.Regexp(r"[^\x00-\x1f\x7f]*\Z", error="Must not contain control characters.")
+_NICKNAME = validate.Regexp(r"(?=.*\S)[^\x00-\x1f\x7f]*\Z",
+                            error="Must have visible characters and no control characters.")
+
 
 class Parser(FlaskParser):
     """webargs parser answering 400 (not 422), refusing non-JSON bodies and deep nesting."""
@@ -81,7 +86,7 @@ class LoginSchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
 
-    code = fields.String(required=True, validate=validate.Length(min=1, max=128),
+    code = fields.String(required=True, validate=[validate.Length(min=1, max=128), _PRINTABLE],
                          metadata={"description": "the code from wx.login()"})
 
 
@@ -127,7 +132,7 @@ class EncryptedProfileSchema(ma.Schema):
                                      "signature" if "rawData" in data else "rawData")
 
 
-_text = dict(allow_none=True, validate=validate.Length(max=64))
+_text = dict(allow_none=True, validate=[validate.Length(max=64), _PRINTABLE])
 
 
 class ProfilePatchSchema(ma.Schema):
@@ -137,7 +142,7 @@ class ProfilePatchSchema(ma.Schema):
         unknown = ma.RAISE  # a misspelt field should say so, not be ignored
 
     nickname = fields.String(allow_none=True,
-                             validate=[validate.Length(min=1, max=64), validate.Regexp(r"\S")],
+                             validate=[validate.Length(min=1, max=64), _NICKNAME],
                              metadata={"description": 'from <input type="nickname">'})
     avatar_url = fields.Url(allow_none=True, schemes={"http", "https"},
                             validate=validate.Length(max=512),
@@ -146,4 +151,4 @@ class ProfilePatchSchema(ma.Schema):
     country = fields.String(**_text)
     province = fields.String(**_text)
     city = fields.String(**_text)
-    language = fields.String(allow_none=True, validate=validate.Length(max=16))
+    language = fields.String(allow_none=True, validate=[validate.Length(max=16), _PRINTABLE])

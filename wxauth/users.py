@@ -123,7 +123,7 @@ def _without_placeholders(changes: dict[str, Any]) -> dict[str, Any]:
             continue
         if attr == "gender" and value not in (1, 2):
             continue
-        if attr != "gender" and not isinstance(value, str):
+        if attr != "gender" and (not isinstance(value, str) or "\x00" in value):
             continue
         if isinstance(value, str):  # never longer than the column
             value = value[: User.__table__.c[attr].type.length]
