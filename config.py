@@ -58,6 +58,26 @@ class Config:
     # None: a SQLite file `wxauth.db` in the instance folder (see wxauth.settings).
     SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL")
     SQLALCHEMY_ENGINE_OPTIONS = {"hide_parameters": True}  # no session_key in DB error text
+    # Pool settings for PostgreSQL/MySQL (ignored for SQLite). Recycle connections before
+    # MySQL's wait_timeout (often lowered to 300 s by hosts) closes them; ping on checkout.
+    DB_POOL_SIZE = env_number("DB_POOL_SIZE", 5, int)
+    DB_MAX_OVERFLOW = env_number("DB_MAX_OVERFLOW", 10, int)
+    DB_POOL_RECYCLE = env_number("DB_POOL_RECYCLE", 280, int)  # seconds
+    DB_POOL_TIMEOUT = env_number("DB_POOL_TIMEOUT", 10, int)  # seconds to wait for a connection
+
+    # --- Shared state (revocation list, access_token cache, rate-limit counters) -------------
+    REDIS_URL = env_str("REDIS_URL")  # unset: in-process store, fine for one process only
+    REDIS_PREFIX = env_str("REDIS_PREFIX", "wxauth:")
+
+    # --- Secrets at rest -----------------------------------------------------------------
+    # Fernet keys, comma-separated, newest first: session_key columns are encrypted with the
+    # first and decrypt with any. `flask users reencrypt` moves rows to the newest.
+    SESSION_KEY_ENCRYPTION_KEY = env_str("SESSION_KEY_ENCRYPTION_KEY")
+
+    # --- Reverse proxies ---------------------------------------------------------------------
+    # Comma-separated addresses/networks of the proxies in front (e.g. "127.0.0.1,10.0.0.0/8").
+    # X-Forwarded-For/-Proto/-Host are honoured only from them; unset: never.
+    TRUSTED_PROXIES = env_str("TRUSTED_PROXIES")
 
     # --- Login state (JWT) ---------------------------------------------------------------
     JWT_SECRET_KEY = env_str("JWT_SECRET_KEY")

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import requests
+from cryptography.fernet import Fernet
 from werkzeug.serving import make_server
 
 from wxauth.wechat.emulator import Emulator
@@ -16,6 +17,7 @@ SECRET = "test-secret-" + secrets.token_hex(8)
 OTHER_APPID = "wxfedcba0987654321"
 OTHER_SECRET = "other-secret-" + secrets.token_hex(8)
 JWT_KEY = secrets.token_urlsafe(48)
+SESSION_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
 
 
 class LiveServer:
@@ -99,6 +101,7 @@ def test_config(tmp_path, emulator_url: str, **overrides: Any) -> dict[str, Any]
         "WECHAT_API_BASE": emulator_url,
         "WECHAT_TIMEOUT": 2.0,
         "JWT_SECRET_KEY": JWT_KEY,
+        "SESSION_KEY_ENCRYPTION_KEY": SESSION_KEY_ENCRYPTION_KEY,
         **overrides,
     }
 

@@ -17,11 +17,12 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from helpers import APPID, JWT_KEY, SECRET
+from helpers import APPID, JWT_KEY, SECRET, SESSION_KEY_ENCRYPTION_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLES = ("WECHAT_APPID", "WECHAT_SECRET", "WECHAT_API_BASE", "DATABASE_URL",
-             "JWT_SECRET_KEY", "FLASK_DEBUG", "PORT", "WECHAT_WATERMARK_MAX_AGE")
+             "JWT_SECRET_KEY", "FLASK_DEBUG", "PORT", "WECHAT_WATERMARK_MAX_AGE",
+             "SESSION_KEY_ENCRYPTION_KEY", "REDIS_URL", "TRUSTED_PROXIES")
 
 
 def free_port() -> int:
@@ -86,7 +87,8 @@ def production_env(tmp_path, emulator):
     db_file = tmp_path / "prod.db"
     return environment(tmp_path, WECHAT_APPID=APPID, WECHAT_SECRET=SECRET,
                        WECHAT_API_BASE=emulator.url, DATABASE_URL=f"sqlite:///{db_file}",
-                       JWT_SECRET_KEY=JWT_KEY)
+                       JWT_SECRET_KEY=JWT_KEY,
+                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY)
 
 
 def test_gunicorn_two_workers_in_production_mode(production_env, emulator):
@@ -134,7 +136,8 @@ def test_gunicorn_two_workers_in_production_mode(production_env, emulator):
     assert SECRET not in server.output()
 
 
-@pytest.mark.parametrize("missing", ["WECHAT_APPID", "WECHAT_SECRET", "JWT_SECRET_KEY"])
+@pytest.mark.parametrize("missing", ["WECHAT_APPID", "WECHAT_SECRET", "JWT_SECRET_KEY",
+                                     "SESSION_KEY_ENCRYPTION_KEY"])
 def test_production_refuses_to_start_without(production_env, missing):
     env = dict(production_env, **{missing: ""})
     result = run(["flask", "--app", "wsgi", "users", "list"], env)

@@ -12,6 +12,8 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from . import errors, settings
 from .extensions import api, db, jwt, migrate
+from .proxy import TrustedProxyFix
+from .shared import SharedStore, create_store
 from .wechat.client import WeChatClient
 from .wechat.emulator import Emulator, WSGIAdapter
 
@@ -39,6 +41,7 @@ def create_app(config: Mapping[str, Any] | object | None = None) -> Flask:
     settings.apply(app)
 
     register_extensions(app)
+    register_shared_state(app)
     register_wechat(app)
     register_blueprints(app)
     errors.register_errorhandlers(app)
@@ -57,6 +60,20 @@ def register_extensions(app: Flask) -> None:
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     with app.app_context():
         settings.tune_sqlite(db.engine)
+
+
+def register_shared_state(app: Flask) -> None:
+    """The shared store (Redis or in-process) and, behind proxies, trusted X-Forwarded-*."""
+    app.extensions["shared_store"] = create_store(app.config["REDIS_URL"],
+                                                  app.config["REDIS_PREFIX"])
+    networks = app.config["TRUSTED_PROXY_NETWORKS"]
+    if networks:
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, networks)
+
+
+def shared_store() -> SharedStore:
+    """The current app's SharedStore."""
+    return current_app.extensions["shared_store"]
 
 
 def register_wechat(app: Flask) -> None:

@@ -51,6 +51,7 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(413, "payload_too_large", "Request body too large"),
         ProblemKind(500, "internal_error", "Internal server error"),
         ProblemKind(503, "database_unavailable", "Database unavailable"),
+        ProblemKind(503, "store_unavailable", "Shared store unavailable"),
         # login code exchange (WeChat errcodes)
         ProblemKind(400, "invalid_code", "Invalid login code",
                     "Codes live 5 minutes: call wx.login() again and send the new code."),

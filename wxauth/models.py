@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import logging
+
+from cryptography.fernet import InvalidToken
+from flask import current_app
 from sqlalchemy import DateTime, Integer, SmallInteger, String, UniqueConstraint
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .extensions import db
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -37,21 +43,54 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+class EncryptedSessionKey(TypeDecorator):
+    """A session_key: plain base64 text in Python, a Fernet token in the database.
+
+    Encrypted with the app's `SessionKeyCipher` (``SESSION_KEY_ENCRYPTION_KEY``, newest key).
+    A token no configured key opens reads as ``""``: decryption then fails with
+    ``decrypt_failed`` and the user's next login stores a fresh key.
+    """
+
+    impl = String(255)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return current_app.extensions["session_key_cipher"].encrypt(value)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        cipher = current_app.extensions["session_key_cipher"]
+        if not cipher.looks_encrypted(value):
+            return value  # a row from before encryption (the migration encrypts them)
+        try:
+            return cipher.decrypt(value)
+        except InvalidToken:
+            log.warning("a stored session_key opens with none of SESSION_KEY_ENCRYPTION_KEY")
+            return ""
+
+
+UTF8MB4 = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
+
+
 class User(db.Model):
     """One person in one mini-program: unique per (appid, openid).
 
-    ``session_key`` is WeChat's base64 text; it never leaves the server.
+    ``session_key`` is WeChat's base64 text; it never leaves the server and is stored
+    encrypted (`EncryptedSessionKey`).
     ``gender``: 0 unknown, 1 male, 2 female (WeChat's values).
     """
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("appid", "openid", name="uq_users_appid_openid"),)
+    __table_args__ = (UniqueConstraint("appid", "openid", name="uq_users_appid_openid"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     appid: Mapped[str] = mapped_column(String(32))
     openid: Mapped[str] = mapped_column(String(64))
     unionid: Mapped[str | None] = mapped_column(String(64), index=True)
-    session_key: Mapped[str] = mapped_column(String(64))
+    session_key: Mapped[str] = mapped_column(EncryptedSessionKey)
 
     nickname: Mapped[str | None] = mapped_column(String(64))
     avatar_url: Mapped[str | None] = mapped_column(String(512))

@@ -37,7 +37,9 @@ def upgrade():
     sa.Column('updated_at', wxauth.models.UTCDateTime(), nullable=False),
     sa.Column('last_login_at', wxauth.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('appid', 'openid', name='uq_users_appid_openid')
+    sa.UniqueConstraint('appid', 'openid', name='uq_users_appid_openid'),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_unicode_ci'
     )
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_users_unionid'), ['unionid'], unique=False)

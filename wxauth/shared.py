@@ -1,0 +1,187 @@
+"""State every worker and instance must share: the JWT revocation list, the WeChat
+access_token cache and its refresh lock, rate-limit counters.
+
+One small interface, `SharedStore`, two backends:
+- `RedisStore` (redis-py) when ``REDIS_URL`` is set — the production choice;
+- `MemoryStore`, in-process, for development and a single process only (each gunicorn
+  worker would have its own; `gunicorn.conf.py` warns when that happens).
+
+Values are text; TTLs are seconds (float allowed). Keys get ``REDIS_PREFIX`` in Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+
+class LockTimeout(Exception):
+    """The lock could not be taken within the wait given."""
+
+
+class SharedStore:
+    """Interface of the shared store (see the backends)."""
+
+    backend = "abstract"
+
+    def get(self, key: str) -> str | None:
+        """The value, or None when absent or expired."""
+        raise NotImplementedError
+
+    def set(self, key: str, value: str, ttl: float | None = None, *,
+            only_if_absent: bool = False) -> bool:
+        """Store `value` for `ttl` seconds (forever when None). With `only_if_absent`, store
+        only when no live value exists. Returns whether the value was stored."""
+        raise NotImplementedError
+
+    def delete(self, key: str, *, only_if_value: str | None = None) -> bool:
+        """Remove the key (only when it holds `only_if_value`, if given). Returns whether
+        something was removed."""
+        raise NotImplementedError
+
+    def incr(self, key: str, ttl: float) -> int:
+        """Add 1 to a counter and return it; a new counter expires `ttl` seconds after its
+        first increment (a fixed window)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def lock(self, name: str, timeout: float, wait: float) -> Iterator[None]:
+        """Hold the named lock across all workers; it frees itself after `timeout` seconds
+        even if its holder dies. Raises LockTimeout after waiting `wait` seconds."""
+        raise NotImplementedError
+        yield
+
+    def ping(self) -> bool:
+        """Whether the store answers."""
+        raise NotImplementedError
+
+
+class MemoryStore(SharedStore):
+    """In-process store: a dict with expiry times, guarded by a lock."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str, float | None]] = {}
+        self._mutex = threading.Lock()
+
+    def _live(self, key: str) -> str | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= time.monotonic():
+            del self._data[key]
+            return None
+        return value
+
+    def get(self, key):
+        with self._mutex:
+            return self._live(key)
+
+    def set(self, key, value, ttl=None, *, only_if_absent=False):
+        with self._mutex:
+            if only_if_absent and self._live(key) is not None:
+                return False
+            self._data[key] = (value, None if ttl is None else time.monotonic() + ttl)
+            return True
+
+    def delete(self, key, *, only_if_value=None):
+        with self._mutex:
+            current = self._live(key)
+            if current is None or (only_if_value is not None and current != only_if_value):
+                return False
+            del self._data[key]
+            return True
+
+    def incr(self, key, ttl):
+        with self._mutex:
+            current = self._live(key)
+            if current is None:
+                self._data[key] = ("1", time.monotonic() + ttl)
+                return 1
+            count = int(current) + 1
+            self._data[key] = (str(count), self._data[key][1])
+            return count
+
+    @contextmanager
+    def lock(self, name, timeout, wait):
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        while not self.set(f"lock:{name}", token, timeout, only_if_absent=True):
+            if time.monotonic() >= deadline:
+                raise LockTimeout(name)
+            time.sleep(0.01)
+        try:
+            yield
+        finally:
+            self.delete(f"lock:{name}", only_if_value=token)
+
+    def ping(self):
+        return True
+
+
+class RedisStore(SharedStore):
+    """Redis-backed store (redis-py); locks are redis-py's `Lock` (token-checked release)."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str = "wxauth:", *, socket_timeout: float = 2.0):
+        self.prefix = prefix
+        self.redis = redis.Redis.from_url(url, decode_responses=True,
+                                          socket_timeout=socket_timeout,
+                                          socket_connect_timeout=socket_timeout,
+                                          health_check_interval=30)
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    def get(self, key):
+        return self.redis.get(self._k(key))
+
+    def set(self, key, value, ttl=None, *, only_if_absent=False):
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        return bool(self.redis.set(self._k(key), value, px=px, nx=only_if_absent))
+
+    def delete(self, key, *, only_if_value=None):
+        if only_if_value is None:
+            return bool(self.redis.delete(self._k(key)))
+        script = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                  "return redis.call('del', KEYS[1]) else return 0 end")
+        return bool(self.redis.eval(script, 1, self._k(key), only_if_value))
+
+    def incr(self, key, ttl):
+        with self.redis.pipeline() as pipe:  # MULTI: the counter never lives without a TTL
+            pipe.incr(self._k(key))
+            pipe.expire(self._k(key), max(1, int(ttl + 0.999)), nx=True)
+            count, _ = pipe.execute()
+        return int(count)
+
+    @contextmanager
+    def lock(self, name, timeout, wait):
+        lock = self.redis.lock(self._k(f"lock:{name}"), timeout=timeout, blocking_timeout=wait)
+        if not lock.acquire():
+            raise LockTimeout(name)
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass  # expired while held: someone else may hold it now, leave it
+
+    def ping(self):
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+
+def create_store(redis_url: str | None, prefix: str = "wxauth:") -> SharedStore:
+    """A RedisStore for `redis_url`, else a MemoryStore."""
+    return RedisStore(redis_url, prefix) if redis_url else MemoryStore()
