@@ -2,25 +2,107 @@
 
 - `emulator` (session): the WeChat emulator WSGI app served on 127.0.0.1 by Werkzeug,
   accepting two mini-programs (APPID, OTHER_APPID).
-- `app`: `create_app()` in testing mode on a fresh SQLite file migrated by Flask-Migrate,
-  pointed at the emulator.
+- `app`: `create_app()` in testing mode on a fresh, Flask-Migrate-migrated database,
+  pointed at the emulator. SQLite always; in modules marked ``databases`` also each server
+  of TEST_DATABASE_URLS (tests/services.py), in a scratch database of this run's own.
+- `redis_url`: TEST_REDIS_URL with a key prefix of this test's own (skips without it,
+  fails under CI=true).
 - `server`: that app served on 127.0.0.1 (threaded) and a small HTTP client for it.
 - `client`, `runner`: Flask's test client and CLI runner, as in the Flask tutorial.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
+
+import secrets
 
 import flask_migrate
 import pytest
 
+import services
 from helpers import (APPID, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle, LiveServer,
                      ServerClient, test_config)
 from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.wechat.emulator import Emulator
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "databases: run on SQLite and every TEST_DATABASE_URLS server")
+    config.addinivalue_line("markers", "redis: needs TEST_REDIS_URL")
+
+
+def pytest_sessionstart(session):
+    """Probe the optional services once; under CI=true a silent one stops the run."""
+    session.config.wxauth_services = {}
+    for label, url in services.database_urls().items():
+        session.config.wxauth_services[label] = services.probe_database(url)
+    if os.environ.get("TEST_REDIS_URL"):
+        session.config.wxauth_services["redis"] = services.probe_redis(os.environ["TEST_REDIS_URL"])
+    down = {k: v for k, v in session.config.wxauth_services.items() if v}
+    if down and services.IN_CI:
+        raise pytest.UsageError(f"CI=true and test services do not answer: {down}")
+
+
+def pytest_generate_tests(metafunc):
+    if "database_backend" in metafunc.fixturenames:
+        backends = ["sqlite"]
+        if metafunc.definition.get_closest_marker("databases"):
+            backends += list(services.database_urls())
+        metafunc.parametrize("database_backend", backends, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def database_servers(request):
+    """label → ScratchDatabase, created on first use, dropped at the end of the run."""
+    created: dict[str, services.ScratchDatabase] = {}
+    yield created
+    for scratch in created.values():
+        scratch.drop()
+
+
+@pytest.fixture
+def database_backend(request, database_servers):
+    """'sqlite', or a ScratchDatabase on a server of TEST_DATABASE_URLS."""
+    label = request.param
+    if label == "sqlite":
+        return label
+    problem = request.config.wxauth_services.get(label)
+    if problem:
+        pytest.skip(f"{label} does not answer: {problem}")
+    if label not in database_servers:
+        database_servers[label] = services.ScratchDatabase(
+            services.database_urls()[label]).create()
+    return database_servers[label]
+
+
+@pytest.fixture
+def redis_url(request):
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        pytest.skip("TEST_REDIS_URL is not set")
+    problem = request.config.wxauth_services.get("redis")
+    if problem:
+        pytest.skip(f"redis does not answer: {problem}")
+    return url
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis as redis_lib
+    prefix = f"wxauth-test:{os.getpid()}:{secrets.token_hex(4)}:"
+    yield prefix
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        client = redis_lib.Redis.from_url(url)
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorHandle]:
@@ -31,10 +113,13 @@ def emulator() -> Iterator[EmulatorHandle]:
 
 
 @pytest.fixture
-def app_config(tmp_path, emulator, monkeypatch) -> dict[str, Any]:
+def app_config(tmp_path, emulator, monkeypatch, database_backend) -> dict[str, Any]:
     """Settings for `app`; tests may change them before asking for `app`."""
     monkeypatch.setenv("WXAUTH_INSTANCE_PATH", str(tmp_path / "instance"))
-    return test_config(tmp_path, emulator.url)
+    config = test_config(tmp_path, emulator.url)
+    if database_backend != "sqlite":
+        config["SQLALCHEMY_DATABASE_URI"] = database_backend.url
+    return config
 
 
 @pytest.fixture
@@ -44,6 +129,9 @@ def app(app_config):
         flask_migrate.upgrade()
     yield app
     with app.app_context():
+        db.session.remove()
+        if db.engine.dialect.name != "sqlite":  # the scratch database is shared by the run
+            services.reset_schema(db.engine)
         db.engine.dispose()
     app.extensions["wechat"].close()
 

@@ -12,6 +12,8 @@ from helpers import APPID, JWT_KEY, SECRET, assert_problem
 from wxauth.extensions import db
 from wxauth.models import User
 
+pytestmark = pytest.mark.databases
+
 PROFILE_KEYS = {"id", "nickname", "avatar_url", "gender", "country", "province", "city",
                 "language", "created_at", "updated_at"}
 

@@ -1,7 +1,10 @@
 """Migrations: upgrade from empty, downgrade to base, and no drift between models and migrations."""
 
 import flask_migrate
+import pytest
 from sqlalchemy import inspect
+
+pytestmark = pytest.mark.databases
 
 
 def test_upgrade_downgrade_and_no_drift(app):

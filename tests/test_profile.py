@@ -8,6 +8,8 @@ import pytest
 from helpers import APPID, OTHER_APPID, assert_problem
 from wxauth.wechat import crypto
 
+pytestmark = pytest.mark.databases
+
 USER_INFO = {"nickName": "Alice 🐱小猫", "avatarUrl": "https://thirdwx.qlogo.cn/mmopen/alice/132",
              "gender": 2, "country": "China", "province": "Guangdong", "city": "Shenzhen",
              "language": "zh_CN"}

@@ -9,6 +9,8 @@ import pytest
 
 from helpers import APPID, JWT_KEY, assert_problem
 
+pytestmark = pytest.mark.databases
+
 
 def b64url(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()

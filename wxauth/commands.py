@@ -7,6 +7,8 @@ import os
 
 import click
 import requests
+import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
@@ -89,6 +91,45 @@ def users_delete(openid: str, appid: str | None, yes: bool) -> None:
     db.session.delete(user)
     db.session.commit()
     click.echo(f"deleted user {user.id} ({user.appid}/{user.openid})")
+
+
+@users_cli.command("reencrypt")
+@click.option("--batch", default=500, show_default=True, help="Rows per transaction.")
+def users_reencrypt(batch: int) -> None:
+    """Re-encrypt every stored session_key under the newest SESSION_KEY_ENCRYPTION_KEY.
+
+    Run after putting a new key first in the list; then the old keys can be removed.
+    Rows no configured key opens are counted and left alone.
+    """
+    from .keyring import SessionKeyCipher
+
+    cipher: SessionKeyCipher = current_app.extensions["session_key_cipher"]
+    raw = sa.table("users", sa.column("id", sa.Integer), sa.column("session_key", sa.String))
+    moved = unreadable = 0
+    last_id = 0
+    while True:
+        rows = db.session.execute(
+            sa.select(raw.c.id, raw.c.session_key).where(raw.c.id > last_id)
+            .order_by(raw.c.id).limit(batch)).all()
+        if not rows:
+            break
+        for row_id, stored in rows:
+            last_id = row_id
+            try:
+                if cipher.looks_encrypted(stored):
+                    if not cipher.needs_rotation(stored):
+                        continue
+                    new = cipher.rotate(stored)
+                else:
+                    new = cipher.encrypt(stored)
+            except InvalidToken:
+                unreadable += 1
+                continue
+            db.session.execute(raw.update().where(raw.c.id == row_id).values(session_key=new))
+            moved += 1
+        db.session.commit()
+    click.echo(f"re-encrypted {moved} session_keys under the newest key"
+               + (f"; {unreadable} opened with no configured key (left alone)" if unreadable else ""))
 
 
 # --- wechat ---------------------------------------------------------------------------------

@@ -47,8 +47,9 @@ def apply(app: Flask) -> None:
     if not cfg.get("SESSION_KEY_ENCRYPTION_KEY"):
         if production:
             raise ConfigError(
-                "SESSION_KEY_ENCRYPTION_KEY is not set: production needs a Fernet key "
-                "(flask --app wsgi keys generate)")
+                "SESSION_KEY_ENCRYPTION_KEY is not set: production needs a Fernet key, e.g. "
+                "python3 -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'")
         cfg["SESSION_KEY_ENCRYPTION_KEY"] = _instance_secret(
             app, SESSION_KEY_FILE, lambda: Fernet.generate_key().decode())
     try:

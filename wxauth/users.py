@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from .extensions import db
@@ -28,16 +31,44 @@ USER_INFO_FIELDS = {
 }
 
 
+# Transient conflicts worth one more try: MySQL/MariaDB deadlock and lock wait timeout
+# (InnoDB can deadlock two concurrent upserts of one key), PostgreSQL deadlock/serialization.
+_RETRY_MYSQL_ERRORS = {1213, 1205}
+_RETRY_SQLSTATES = {"40P01", "40001"}
+UPSERT_ATTEMPTS = 5
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _RETRY_MYSQL_ERRORS
+
+
 def upsert_login(appid: str, session: Code2SessionResult) -> tuple[User, bool]:
     """Insert or update the user of a successful code2Session, race-free, and commit.
 
     One ``INSERT … ON CONFLICT (appid, openid) DO UPDATE`` (``ON DUPLICATE KEY UPDATE`` on
     MySQL/MariaDB): simultaneous first logins of one openid make one row and all succeed.
-    The new session_key replaces the old; a unionid is kept when WeChat omits it.
+    The new session_key replaces the old; a unionid is kept when WeChat omits it. A deadlock
+    the database reports is retried (a few times, with jitter).
 
     Returns:
         (user, is_new_user): is_new_user is true for exactly one of simultaneous first logins.
     """
+    for attempt in range(UPSERT_ATTEMPTS):
+        try:
+            return _upsert_login(appid, session)
+        except DBAPIError as exc:
+            db.session.rollback()
+            if attempt + 1 == UPSERT_ATTEMPTS or not _is_transient(exc):
+                raise
+            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _upsert_login(appid: str, session: Code2SessionResult) -> tuple[User, bool]:
     now = utcnow()
     table = User.__table__
     values = dict(appid=appid, openid=session.openid, unionid=session.unionid,
