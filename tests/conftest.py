@@ -23,8 +23,9 @@ import flask_migrate
 import pytest
 
 import services
-from helpers import (APPID, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle, LiveServer,
-                     ServerClient, test_config)
+from helpers import (APPID, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET,
+                     SESSION_KEY_ENCRYPTION_KEY, EmulatorHandle, LiveServer, ServerClient,
+                     environment, test_config)
 from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.wechat.emulator import Emulator
@@ -143,6 +144,16 @@ def server(app, emulator) -> Iterator[ServerClient]:
     yield client
     client.http.close()
     live.stop()
+
+
+@pytest.fixture
+def production_env(tmp_path, emulator):
+    """Environment for a production-mode process (gunicorn, flask CLI) on SQLite."""
+    db_file = tmp_path / "prod.db"
+    return environment(tmp_path, WECHAT_APPID=APPID, WECHAT_SECRET=SECRET,
+                       WECHAT_API_BASE=emulator.url, DATABASE_URL=f"sqlite:///{db_file}",
+                       JWT_SECRET_KEY=JWT_KEY,
+                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY)
 
 
 @pytest.fixture

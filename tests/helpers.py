@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -119,3 +126,68 @@ def assert_problem(response, status: int, code: str) -> dict[str, Any]:
     assert body["type"].endswith(code)
     assert body["title"] and body["detail"]
     return body
+
+
+# --- real processes (flask CLI, gunicorn) ----------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIABLES = ("WECHAT_APPID", "WECHAT_SECRET", "WECHAT_API_BASE", "DATABASE_URL",
+             "JWT_SECRET_KEY", "FLASK_DEBUG", "PORT", "WECHAT_WATERMARK_MAX_AGE",
+             "SESSION_KEY_ENCRYPTION_KEY", "REDIS_URL", "TRUSTED_PROXIES")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def environment(tmp_path, **values: str) -> dict[str, str]:
+    """A process environment with every wxauth variable set explicitly (so a developer's
+    .env, which never overrides, cannot leak in); '' means unset."""
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    env.update({k: "" for k in VARIABLES})
+    env.update(FLASK_DEBUG="0", WXAUTH_INSTANCE_PATH=str(tmp_path / "instance"))
+    env.update(values)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, **kwargs)
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str], url: str,
+                 ready: tuple[str, str] = ("GET", "/healthz")):
+        self.url = url
+        self.log = open(env["WXAUTH_INSTANCE_PATH"] + ".log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.request(*ready[:1], url + ready[1], timeout=1).status_code < 500:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError("server did not start:\n" + self.output())
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
