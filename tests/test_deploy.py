@@ -4,13 +4,17 @@ production checks."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from helpers import APPID, SECRET, Process, environment, free_port, run
+from helpers import ROOT, APPID, SECRET, Process, environment, free_port, run
 
 def test_gunicorn_two_workers_in_production_mode(production_env, emulator):
     upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], production_env)
@@ -55,6 +59,8 @@ def test_gunicorn_two_workers_in_production_mode(production_env, emulator):
     finally:
         server.stop()
     assert SECRET not in server.output()
+    # two workers and no REDIS_URL: each worker would keep its own shared state
+    assert "2 workers and no REDIS_URL" in server.output()
 
 
 @pytest.mark.parametrize("missing", ["WECHAT_APPID", "WECHAT_SECRET", "JWT_SECRET_KEY",
@@ -126,3 +132,35 @@ def test_standalone_emulator(production_env, tmp_path):
         assert client.code2session(minted.stdout.strip()).openid == "o-standalone"
     finally:
         emulator.stop()
+
+
+def test_gunicorn_conf_reads_the_environment(production_env, redis_url):
+    """No flags: bind, workers and threads come from gunicorn.conf.py's variables."""
+    port = free_port()
+    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], production_env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    env = dict(production_env, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="3",
+               GUNICORN_THREADS="2", REDIS_URL=redis_url)
+    server = Process(["gunicorn", "wsgi:app"], env, f"http://127.0.0.1:{port}")
+    try:
+        time.sleep(1)
+        output = server.output()
+    finally:
+        server.stop()
+    assert output.count("Booting worker") == 3, output
+    assert "REDIS_URL" not in output  # no warning when the state is shared
+
+
+def test_ci_fails_instead_of_skipping_when_a_service_is_down(tmp_path):
+    env = dict(os.environ, CI="true", TEST_REDIS_URL="",
+               TEST_DATABASE_URLS=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_migrations.py"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "test services do not answer" in result.stdout + result.stderr
+    env["CI"] = "false"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_migrations.py"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "skipped" in result.stdout
