@@ -168,9 +168,9 @@ class Process:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if requests.request(*ready[:1], url + ready[1], timeout=1).status_code < 500:
+                if requests.request(ready[0], url + ready[1], timeout=5).status_code < 500:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or no worker up yet
                 pass
             if self.proc.poll() is not None:
                 break
