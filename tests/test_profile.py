@@ -50,11 +50,17 @@ def test_only_encrypted_data_and_iv_are_needed(server, alice):
 
 def test_plus_turned_into_space_is_repaired(server, alice):
     openid, token = alice
-    for _ in range(20):  # find a ciphertext with a '+' in it
-        detail = server.emulator.encrypt(openid, USER_INFO)
-        if "+" in detail["encryptedData"] + detail["iv"]:
+    key = server.emulator.session_key(openid)
+    payload = {**USER_INFO, "watermark": {"appid": APPID, "timestamp": int(time.time())}}
+    iv = b"\xfb\xef" + bytes(14)  # base64 "++8A…": '+' first, where a strip() would eat it
+    for n in range(100):  # a ciphertext with '+' in it too
+        encrypted, _ = crypto.encrypt(key, {**payload, "n": n}, iv)
+        if "+" in base64.b64encode(encrypted).decode():
             break
-    mangled = {k: detail[k].replace("+", " ") for k in ("encryptedData", "iv")}
+    detail = {"encryptedData": base64.b64encode(encrypted).decode(),
+              "iv": base64.b64encode(iv).decode()}
+    assert detail["iv"].startswith("++") and "+" in detail["encryptedData"]
+    mangled = {k: v.replace("+", " ") for k, v in detail.items()}
     assert post_profile(server, token, mangled).status_code == 200
 
 

@@ -68,7 +68,7 @@ class Base64Bytes(fields.String):
         self.byte_length = byte_length
 
     def _deserialize(self, value, attr, data, **kwargs) -> bytes:
-        text = super()._deserialize(value, attr, data, **kwargs).strip().replace(" ", "+")
+        text = super()._deserialize(value, attr, data, **kwargs).replace(" ", "+").strip()
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
