@@ -82,10 +82,16 @@ class Config:
     # --- Login state (JWT) ---------------------------------------------------------------
     JWT_SECRET_KEY = env_str("JWT_SECRET_KEY")
     JWT_ACCESS_TOKEN_EXPIRES = env_number("JWT_ACCESS_TOKEN_EXPIRES", 604800, int)  # 7 days
+    JWT_REFRESH_TOKEN_EXPIRES = env_number("JWT_REFRESH_TOKEN_EXPIRES", 2592000, int)  # 30 days
     JWT_ALGORITHM = "HS256"
     JWT_DECODE_ALGORITHMS = ["HS256"]
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False  # no cookies: mini-programs send a Bearer header
+
+    # --- Abuse limits (Flask-Limiter; counters in Redis when REDIS_URL is set) ------------------
+    # Per client address. Mobile carriers put many users behind one address: keep it generous.
+    LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "60 per minute")
+    RATELIMIT_HEADERS_ENABLED = True
 
     # --- HTTP ----------------------------------------------------------------------------
     MAX_CONTENT_LENGTH = env_number("MAX_CONTENT_LENGTH", 64 * 1024, int)  # bytes per request

@@ -107,6 +107,7 @@ def test_config(tmp_path, emulator_url: str, **overrides: Any) -> dict[str, Any]
         "WECHAT_SECRET": SECRET,
         "WECHAT_API_BASE": emulator_url,
         "WECHAT_TIMEOUT": 2.0,
+        "LOGIN_RATE_LIMIT": "10000 per minute",
         "JWT_SECRET_KEY": JWT_KEY,
         "SESSION_KEY_ENCRYPTION_KEY": SESSION_KEY_ENCRYPTION_KEY,
         **overrides,

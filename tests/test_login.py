@@ -25,7 +25,8 @@ def user_count(app) -> int:
 
 def test_login_creates_user_and_returns_a_7_day_jwt(server, app):
     body = server.login("o-alice")
-    assert set(body) == {"access_token", "token_type", "expires_in", "is_new_user", "user"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token",
+                         "is_new_user", "user"}
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 604800
     assert body["is_new_user"] is True

@@ -19,7 +19,7 @@ def b64url(data: dict) -> str:
 def claims(openid="o-tok", **overrides):
     now = int(time.time())
     return {"sub": openid, "iat": now, "nbf": now, "exp": now + 3600, "jti": "j",
-            "type": "access", "fresh": False, "appid": APPID, **overrides}
+            "type": "access", "fresh": False, "appid": APPID, "fam": "f1", "ver": 0, **overrides}
 
 
 @pytest.fixture
@@ -79,12 +79,74 @@ def test_refresh_type_is_not_an_access_token(server, token):
     assert_problem(server.get("/profile", token=wrong), 401, "token_invalid")
 
 
+def test_refresh_token_is_refused_as_access_and_vice_versa(server):
+    body = server.login("o-kinds")
+    assert_problem(server.get("/profile", token=body["refresh_token"]), 401, "token_invalid")
+    assert_problem(server.post("/auth/refresh", token=body["access_token"]), 401,
+                   "token_invalid")
+
+
+def test_refresh_rotates(server):
+    body = server.login("o-refresh")
+    claims_ = pyjwt.decode(body["refresh_token"], JWT_KEY, algorithms=["HS256"])
+    assert claims_["exp"] - claims_["iat"] == 30 * 86400
+    response = server.post("/auth/refresh", token=body["refresh_token"])
+    assert response.status_code == 200, response.text
+    pair = response.json()
+    assert set(pair) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert pair["refresh_token"] != body["refresh_token"]
+    assert server.get("/profile", token=pair["access_token"]).status_code == 200
+    second = server.post("/auth/refresh", token=pair["refresh_token"])
+    assert second.status_code == 200
+
+
+def test_replayed_refresh_token_revokes_the_family(server):
+    body = server.login("o-replay")
+    stolen = body["refresh_token"]
+    fresh = server.post("/auth/refresh", token=stolen).json()  # the real client rotates
+    assert_problem(server.post("/auth/refresh", token=stolen), 401, "token_revoked")  # replay
+    # every token of that login is dead now, the legitimate new ones included
+    assert_problem(server.get("/profile", token=fresh["access_token"]), 401, "token_revoked")
+    assert_problem(server.post("/auth/refresh", token=fresh["refresh_token"]), 401,
+                   "token_revoked")
+    assert_problem(server.get("/profile", token=body["access_token"]), 401, "token_revoked")
+    # another login of the same user is unaffected
+    other = server.login("o-replay")
+    assert server.get("/profile", token=other["access_token"]).status_code == 200
+
+
+def test_logout_revokes_access_and_refresh(server):
+    body = server.login("o-logout")
+    other = server.login("o-logout")  # the same user on another phone
+    response = server.post("/auth/logout", token=body["access_token"])
+    assert response.status_code == 204 and response.content == b""
+    assert_problem(server.get("/profile", token=body["access_token"]), 401, "token_revoked")
+    assert_problem(server.post("/auth/refresh", token=body["refresh_token"]), 401,
+                   "token_revoked")
+    assert server.get("/profile", token=other["access_token"]).status_code == 200
+
+
+def test_revoke_tokens_command(server, runner):
+    first, second = server.login("o-revoke"), server.login("o-revoke")
+    result = runner.invoke(args=["users", "revoke-tokens", "o-revoke"])
+    assert result.exit_code == 0, result.output
+    for body in (first, second):
+        assert_problem(server.get("/profile", token=body["access_token"]), 401, "token_revoked")
+        assert_problem(server.post("/auth/refresh", token=body["refresh_token"]), 401,
+                       "token_revoked")
+    again = server.login("o-revoke")
+    assert server.get("/profile", token=again["access_token"]).status_code == 200
+
+
 def test_unknown_user(server, token):
     ghost = pyjwt.encode(claims("o-never-logged-in"), JWT_KEY, algorithm="HS256")
     assert_problem(server.get("/profile", token=ghost), 401, "user_not_found")
 
 
-def test_deleted_user(server, token, runner):
-    result = runner.invoke(args=["users", "delete", "o-tok", "--yes"])
+def test_deleted_user(server, runner):
+    body = server.login("o-deleted")
+    result = runner.invoke(args=["users", "delete", "o-deleted", "--yes"])
     assert result.exit_code == 0, result.output
-    assert_problem(server.get("/profile", token=token), 401, "user_not_found")
+    assert_problem(server.get("/profile", token=body["access_token"]), 401, "user_not_found")
+    assert_problem(server.post("/auth/refresh", token=body["refresh_token"]), 401,
+                   "user_not_found")

@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from . import errors, settings
-from .extensions import api, db, jwt, migrate
+from .extensions import api, db, jwt, limiter, migrate
 from .proxy import TrustedProxyFix
 from .shared import SharedStore, create_store
 from .wechat.client import WeChatClient
@@ -54,6 +54,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "migrations")),
                      render_as_batch=True, compare_type=True)
     jwt.init_app(app)
+    limiter.init_app(app)
     errors.register_jwt_loaders(jwt)
     api.init_app(app)
     api.spec.components.security_scheme(

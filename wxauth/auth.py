@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_jwt_extended import create_access_token
+from flask_jwt_extended import current_user, get_jwt, jwt_required
 
-from . import users
-from .errors import documents_problems
-from .extensions import jwt
-from .schemas import Blueprint, LoginResultSchema, LoginSchema
+from . import tokens, users
+from .errors import AUTH_CODES, documents_problems
+from .extensions import jwt, limiter
+from .schemas import Blueprint, LoginResultSchema, LoginSchema, TokenPairSchema
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Login with wx.login codes")
 
 LOGIN_PROBLEMS = (
-    "invalid_request", "payload_too_large", "invalid_code", "code_used", "user_blocked",
+    "invalid_request", "payload_too_large", "rate_limited", "invalid_code", "code_used",
+    "user_blocked",
     "wechat_rate_limited", "wechat_busy", "wechat_bad_response", "wechat_timeout",
     "wechat_unreachable",
 )
@@ -21,12 +22,26 @@ LOGIN_PROBLEMS = (
 
 @jwt.user_lookup_loader
 def _load_user(_header, payload):
-    """The User named by the token: ``sub`` = openid, ``appid`` claim = the mini-program."""
+    """The User named by the token: ``sub`` = openid, ``appid`` claim = the mini-program.
+    None (→ 401 user_not_found) when deleted; 401 token_revoked when their tokens were."""
     appid = payload.get("appid") or current_app.config["WECHAT_APPID"]
-    return users.find_user(appid, payload["sub"])
+    user = users.find_user(appid, payload["sub"])
+    if user is not None:
+        tokens.check_version(user, payload)
+    return user
+
+
+@jwt.token_in_blocklist_loader
+def _is_revoked(_header, payload):
+    return tokens.is_revoked(payload)
+
+
+def login_rate_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
 
 
 @blp.route("/login", methods=["POST"])
+@limiter.limit(login_rate_limit)
 @blp.arguments(LoginSchema)
 @blp.response(200, LoginResultSchema)
 @documents_problems(blp, *LOGIN_PROBLEMS)
@@ -35,19 +50,39 @@ def login(args):
 
     Calls WeChat's auth.code2Session, creates or updates the user and answers a JWT
     (HS256, ``sub`` = openid) valid ``expires_in`` seconds (7 days by default). Send it
-    back as ``Authorization: Bearer <access_token>``.
+    back as ``Authorization: Bearer <access_token>``. The ``refresh_token`` (30 days) gets
+    a new pair from ``POST /auth/refresh``. Limited per client IP (429 ``rate_limited``).
     """
     from . import wechat_client
 
     client = wechat_client()
     session = client.code2session(args["code"])
     user, is_new_user = users.upsert_login(client.appid, session)
-    expires_in = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
-    token = create_access_token(identity=user.openid, additional_claims={"appid": user.appid})
-    return {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": expires_in,
-        "is_new_user": is_new_user,
-        "user": user,
-    }
+    return {**tokens.issue(user), "is_new_user": is_new_user, "user": user}
+
+
+@blp.route("/refresh", methods=["POST"])
+@jwt_required(refresh=True)
+@blp.response(200, TokenPairSchema)
+@documents_problems(blp, *AUTH_CODES)
+@blp.doc(security=[{"bearerAuth": []}])
+def refresh():
+    """A new access token and refresh token for ``Authorization: Bearer <refresh_token>``.
+
+    The refresh token presented is used up (rotation); presenting it again revokes every
+    token of that login (401 ``token_revoked``).
+    """
+    payload = get_jwt()
+    tokens.claim_refresh(payload)
+    return tokens.issue(current_user, family=payload["fam"])
+
+
+@blp.route("/logout", methods=["POST"])
+@jwt_required(verify_type=False)
+@blp.response(204)
+@documents_problems(blp, *AUTH_CODES)
+@blp.doc(security=[{"bearerAuth": []}])
+def logout():
+    """Revoke the presented token (access or refresh) and every token of the same login."""
+    tokens.revoke_family(get_jwt()["fam"])
+    return ""

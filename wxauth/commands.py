@@ -93,6 +93,21 @@ def users_delete(openid: str, appid: str | None, yes: bool) -> None:
     click.echo(f"deleted user {user.id} ({user.appid}/{user.openid})")
 
 
+@users_cli.command("revoke-tokens")
+@click.argument("openid")
+@click.option("--appid", help="Needed when the openid exists in several apps.")
+def users_revoke_tokens(openid: str, appid: str | None) -> None:
+    """Invalidate every access and refresh token of one user (401 token_revoked).
+
+    The user logs in again with a new wx.login code; nothing else changes.
+    """
+    (user,) = _users_by_openid(openid, appid)
+    db.session.execute(sa.update(User).where(User.id == user.id)
+                       .values(token_version=User.token_version + 1))
+    db.session.commit()
+    click.echo(f"revoked every token of user {user.id} ({user.appid}/{user.openid})")
+
+
 @users_cli.command("reencrypt")
 @click.option("--batch", default=500, show_default=True, help="Rows per transaction.")
 def users_reencrypt(batch: int) -> None:

@@ -76,6 +76,9 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(401, "token_invalid", "Invalid token", "Log in again."),
         ProblemKind(401, "token_expired", "Token expired", "Log in again."),
         ProblemKind(401, "user_not_found", "User not found", "Log in again."),
+        ProblemKind(401, "token_revoked", "Token revoked", "Log in again."),
+        ProblemKind(429, "rate_limited", "Too many requests",
+                    "Wait for Retry-After seconds before trying again."),
     )
 }
 
@@ -96,7 +99,8 @@ EXCEPTION_CODES: dict[type[BaseException], str] = {
 }
 
 # Codes every Bearer-protected operation can answer.
-AUTH_CODES = ("authorization_required", "token_invalid", "token_expired", "user_not_found")
+AUTH_CODES = ("authorization_required", "token_invalid", "token_expired", "token_revoked",
+              "user_not_found")
 
 
 class Problem(Exception):
@@ -155,7 +159,7 @@ def _flatten(messages: Any, prefix: str = "") -> list[str]:
 
 
 _HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
-               413: "payload_too_large"}
+               413: "payload_too_large", 429: "rate_limited"}
 
 
 def http_exception_response(error: HTTPException) -> Response:
@@ -170,6 +174,8 @@ def http_exception_response(error: HTTPException) -> Response:
         extra["errors"] = messages.get("json", messages) if isinstance(messages, dict) else messages
     elif code == "payload_too_large":
         detail = "The request body is larger than this server accepts."
+    elif code == "rate_limited":
+        detail = f"Rate limit reached ({error.description})."
     elif code == "internal_error":
         detail = "The server could not handle this request."
     else:
@@ -276,4 +282,4 @@ def register_jwt_loaders(jwt) -> None:
 
     @jwt.revoked_token_loader
     def _revoked(header, payload):
-        return problem_response("token_invalid", "The token has been revoked.")
+        return problem_response("token_revoked", "The token has been revoked (logout).")

@@ -1,6 +1,8 @@
 """Extension instances, created bare and bound to the app in `wxauth.create_app`."""
 
 from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
@@ -16,3 +18,5 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 jwt = JWTManager()
 api = ProblemApi()
+# Client address: request.remote_addr, which honours X-Forwarded-For from TRUSTED_PROXIES only.
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)

@@ -105,11 +105,16 @@ class ProfileSchema(ma.Schema):
     updated_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
 
 
-class LoginResultSchema(ma.Schema):
+class TokenPairSchema(ma.Schema):
     access_token = fields.String(required=True)
     token_type = fields.String(required=True, metadata={"example": "Bearer"})
     expires_in = fields.Integer(required=True, metadata={"description": "seconds",
                                                           "example": 604800})
+    refresh_token = fields.String(required=True, metadata={
+        "description": "for POST /auth/refresh; single-use, 30 days"})
+
+
+class LoginResultSchema(TokenPairSchema):
     is_new_user = fields.Boolean(required=True)
     user = fields.Nested(ProfileSchema, required=True)
 

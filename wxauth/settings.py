@@ -43,6 +43,8 @@ def apply(app: Flask) -> None:
                 "JWT_SECRET_KEY is not set: production needs a signing key of 32+ random bytes"
             )
         cfg["JWT_SECRET_KEY"] = _instance_secret(app, JWT_KEY_FILE, lambda: secrets.token_urlsafe(48))
+    elif production and len(cfg["JWT_SECRET_KEY"].encode()) < 32:
+        raise ConfigError("JWT_SECRET_KEY is shorter than 32 bytes: use 32+ random bytes")
 
     if not cfg.get("SESSION_KEY_ENCRYPTION_KEY"):
         if production:
@@ -56,6 +58,10 @@ def apply(app: Flask) -> None:
         app.extensions["session_key_cipher"] = SessionKeyCipher.from_keys(cfg["SESSION_KEY_ENCRYPTION_KEY"])
     except ValueError as exc:
         raise ConfigError(f"SESSION_KEY_ENCRYPTION_KEY is malformed: {exc}") from None
+
+    # Flask-Limiter's counters live with the rest of the shared state.
+    cfg.setdefault("RATELIMIT_STORAGE_URI", cfg.get("REDIS_URL") or "memory://")
+    cfg.setdefault("RATELIMIT_KEY_PREFIX", (cfg.get("REDIS_PREFIX") or "") + "ratelimit")
 
     try:
         cfg["TRUSTED_PROXY_NETWORKS"] = parse_networks(cfg.get("TRUSTED_PROXIES"))
