@@ -93,6 +93,10 @@ class Config:
     LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "60 per minute")
     RATELIMIT_HEADERS_ENABLED = True
 
+    # --- Logs ---------------------------------------------------------------------------------
+    LOG_FORMAT = env_str("LOG_FORMAT", "text")  # text | json
+    LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+
     # --- HTTP ----------------------------------------------------------------------------
     MAX_CONTENT_LENGTH = env_number("MAX_CONTENT_LENGTH", 64 * 1024, int)  # bytes per request
     JSON_MAX_DEPTH = 32  # nesting levels accepted in a JSON body

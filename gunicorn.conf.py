@@ -2,7 +2,8 @@
 
 GUNICORN_BIND (127.0.0.1:8000), GUNICORN_WORKERS or WEB_CONCURRENCY (2), GUNICORN_THREADS (4),
 GUNICORN_TIMEOUT (30 s), GUNICORN_GRACEFUL_TIMEOUT (30 s), GUNICORN_KEEPALIVE (5 s),
-GUNICORN_ACCESSLOG ("-" = stdout; "" = off). Command-line flags still win.
+GUNICORN_ACCESSLOG (off: the app logs one line per request with its request id; "-" =
+stdout). Command-line flags still win.
 """
 
 import os
@@ -21,7 +22,7 @@ threads = _int("GUNICORN_THREADS", 4)
 timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "").strip() or None
 
 
 def when_ready(server):

@@ -12,6 +12,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from . import errors, settings
 from .extensions import api, db, jwt, limiter, migrate
+from .logs import configure_logging
 from .proxy import TrustedProxyFix
 from .shared import SharedStore, create_store
 from .wechat.client import WeChatClient
@@ -39,6 +40,7 @@ def create_app(config: Mapping[str, Any] | object | None = None) -> Flask:
         app.config.from_object(config)
     os.makedirs(app.instance_path, exist_ok=True)
     settings.apply(app)
+    configure_logging(app)
 
     register_extensions(app)
     register_shared_state(app)

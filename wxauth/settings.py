@@ -59,6 +59,11 @@ def apply(app: Flask) -> None:
     except ValueError as exc:
         raise ConfigError(f"SESSION_KEY_ENCRYPTION_KEY is malformed: {exc}") from None
 
+    if cfg["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {cfg['LOG_FORMAT']!r}")
+    if cfg["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {cfg['LOG_LEVEL']!r}")
+
     # Flask-Limiter's counters live with the rest of the shared state.
     cfg.setdefault("RATELIMIT_STORAGE_URI", cfg.get("REDIS_URL") or "memory://")
     cfg.setdefault("RATELIMIT_KEY_PREFIX", (cfg.get("REDIS_PREFIX") or "") + "ratelimit")

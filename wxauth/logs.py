@@ -1,0 +1,139 @@
+"""Logging: one line per request with a request id, text or JSON, secrets redacted.
+
+- Every request gets an id: the incoming ``X-Request-ID`` when it looks like one (nginx's
+  ``$request_id``, a UUID), else a new one; it is returned as ``X-Request-ID`` and appears on
+  every log line written while handling the request.
+- One access line per request on the ``wxauth.request`` logger: method, path, status,
+  duration in ms, client address.
+- ``LOG_FORMAT=json`` writes one JSON object per line (python-json-logger).
+- `RedactingFilter` removes the AppSecret, the JWT key, session_keys, login codes, tokens,
+  encryptedData/iv/signature values and anything shaped like a JWT from messages and
+  tracebacks, whichever logger wrote them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+
+from flask import Flask, g, has_request_context, request
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}\Z")
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+_JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"
+
+access_log = logging.getLogger("wxauth.request")
+
+_SECRET_FIELDS = (r"secret|appsecret|js_code|code|access_token|refresh_token|session_key|"
+                  r"sessionkey|encrypteddata|encrypted_data|iv|signature|authorization|password")
+
+
+class RedactingFilter(logging.Filter):
+    """Redact secrets from a record's message and traceback text.
+
+    Args:
+        secrets: literal values to blank wherever they appear (the AppSecret, the JWT key…).
+    """
+
+    _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+    _FIELDS = re.compile(
+        r"(?i)(\b(?:" + _SECRET_FIELDS + r")\b[\"']?\s*[:=]\s*[\"']?(?:Bearer\s+)?)"
+        r"[^\"'&\s,}\]]+")
+
+    def __init__(self, secrets: Iterable[str | None] = ()):
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        text = self._JWT.sub("[jwt]", text)
+        return self._FIELDS.sub(r"\1***", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        return True
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every record ("-" outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = (g.get("request_id", "-") if has_request_context() else "-")
+        return True
+
+
+def configure_logging(app: Flask) -> None:
+    """Install the request id, the access line and redaction for `app`.
+
+    A stream handler (text or JSON) goes on the root logger unless the process already
+    configured one (pytest, an embedding application); the redacting filter goes on that
+    handler and on the ``wxauth`` logger either way.
+    """
+    cfg = app.config
+    redactor = RedactingFilter([cfg.get("WECHAT_SECRET"), cfg.get("JWT_SECRET_KEY"),
+                                *str(cfg.get("SESSION_KEY_ENCRYPTION_KEY") or "").split(",")])
+    request_ids = RequestIdFilter()
+    # A logger's filters see only its own records, not its children's: each of ours.
+    names = {"wxauth", access_log.name,
+             *(n for n in logging.root.manager.loggerDict if n.startswith("wxauth."))}
+    for name in names:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, (RedactingFilter, RequestIdFilter))]:
+            logger.removeFilter(old)
+        logger.addFilter(request_ids)
+        logger.addFilter(redactor)
+    logging.getLogger("wxauth").setLevel(cfg["LOG_LEVEL"])
+
+    root = logging.getLogger()
+    handlers = [h for h in root.handlers if getattr(h, "_wxauth", False)]
+    if not root.handlers or handlers:
+        for old in handlers:
+            root.removeHandler(old)
+        handler = logging.StreamHandler(sys.stderr)
+        handler._wxauth = True  # type: ignore[attr-defined]
+        if cfg["LOG_FORMAT"] == "json":
+            handler.setFormatter(JsonFormatter(_JSON_FIELDS, rename_fields={
+                "asctime": "time", "levelname": "level", "name": "logger"}))
+        else:
+            handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+        handler.addFilter(request_ids)
+        handler.addFilter(redactor)
+        root.addHandler(handler)
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(cfg["LOG_LEVEL"])
+
+    @app.before_request
+    def _start_request():
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _log_request(response):
+        request_id = g.get("request_id")
+        if request_id is None:  # before_request did not run (e.g. a routing error first)
+            request_id = g.request_id = uuid.uuid4().hex
+        response.headers[REQUEST_ID_HEADER] = request_id
+        started = g.get("request_started")
+        duration_ms = round((time.perf_counter() - started) * 1000, 1) if started else 0.0
+        access_log.info(
+            "%s %s %s %.1fms", request.method, request.path, response.status_code, duration_ms,
+            extra={"method": request.method, "path": request.path,
+                   "status": response.status_code, "duration_ms": duration_ms,
+                   "remote_addr": request.remote_addr})
+        return response
