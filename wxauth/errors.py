@@ -171,7 +171,9 @@ def http_exception_response(error: HTTPException) -> Response:
     extra: dict[str, Any] = {}
     if messages:
         detail = "; ".join(_flatten(messages))
-        extra["errors"] = messages.get("json", messages) if isinstance(messages, dict) else messages
+        errors = messages.get("json", messages) if isinstance(messages, dict) else messages
+        # always an object: field → messages; "_schema" for the body as a whole
+        extra["errors"] = errors if isinstance(errors, dict) else {"_schema": errors}
     elif code == "payload_too_large":
         detail = "The request body is larger than this server accepts."
     elif code == "rate_limited":
@@ -223,6 +225,8 @@ class ProblemApi(Api):
     """flask-smorest's Api, answering HTTP errors as problem+json."""
 
     ERROR_SCHEMA = ProblemSchema
+    # No catch-all "default" response: each operation lists the statuses it can answer.
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def handle_http_exception(self, error):
         return http_exception_response(error)
