@@ -53,6 +53,15 @@ class Config:
     WECHAT_TIMEOUT = env_number("WECHAT_TIMEOUT", 5.0)  # seconds, per upstream call
     WECHAT_BUSY_RETRIES = env_number("WECHAT_BUSY_RETRIES", 2, int)  # extra tries on errcode -1
     WECHAT_WATERMARK_MAX_AGE = env_number("WECHAT_WATERMARK_MAX_AGE", 600, int)  # seconds; 0 = off
+    WECHAT_TOKEN_API = env_str("WECHAT_TOKEN_API", "stable")  # stable | classic
+    WECHAT_CONTENT_CHECK = env_str("WECHAT_CONTENT_CHECK", "0") in ("1", "true", "yes")
+
+    # --- Avatars ---------------------------------------------------------------------------
+    AVATAR_MAX_BYTES = env_number("AVATAR_MAX_BYTES", 2 * 1024 * 1024, int)
+    AVATAR_MAX_SIDE = env_number("AVATAR_MAX_SIDE", 640, int)  # pixels
+    AVATAR_MAX_PIXELS = 25_000_000  # refuse larger images (decompression bombs)
+    MEDIA_ROOT = env_str("MEDIA_ROOT")  # default: <instance>/media
+    MEDIA_BASE_URL = env_str("MEDIA_BASE_URL")  # default: this server's /media
 
     # --- Storage ------------------------------------------------------------------------
     # None: a SQLite file `wxauth.db` in the instance folder (see wxauth.settings).

@@ -192,3 +192,15 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def emulator_post(emulator_url: str, path: str, body: dict | None = None) -> dict:
+    response = requests.post(emulator_url + path, json=body or {}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def emulator_stats(emulator_url: str) -> dict:
+    response = requests.get(emulator_url + "/dev/stats", timeout=10)
+    response.raise_for_status()
+    return response.json()

@@ -15,7 +15,8 @@ from wxauth.models import User
 pytestmark = pytest.mark.databases
 
 PROFILE_KEYS = {"id", "nickname", "avatar_url", "gender", "country", "province", "city",
-                "language", "created_at", "updated_at"}
+                "language", "phone_number", "pure_phone_number", "country_code", "created_at",
+                "updated_at"}
 
 
 def user_count(app) -> int:

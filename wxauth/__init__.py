@@ -7,14 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
-from flask import Flask, current_app
+from flask import Flask, current_app, send_from_directory
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from . import errors, settings
+from .access_token import AccessTokenManager
 from .extensions import api, db, jwt, limiter, migrate
 from .logs import configure_logging
 from .proxy import TrustedProxyFix
 from .shared import SharedStore, create_store
+from .storage import LocalStorage
 from .wechat.client import WeChatClient
 from .wechat.emulator import Emulator, WSGIAdapter
 
@@ -69,6 +71,7 @@ def register_shared_state(app: Flask) -> None:
     """The shared store (Redis or in-process) and, behind proxies, trusted X-Forwarded-*."""
     app.extensions["shared_store"] = create_store(app.config["REDIS_URL"],
                                                   app.config["REDIS_PREFIX"])
+    app.extensions["storage"] = LocalStorage(app.config["MEDIA_ROOT"])
     networks = app.config["TRUSTED_PROXY_NETWORKS"]
     if networks:
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, networks)
@@ -98,11 +101,18 @@ def register_wechat(app: Flask) -> None:
         client = WeChatClient(cfg["WECHAT_APPID"], cfg["WECHAT_SECRET"],
                               base_url=cfg["WECHAT_API_BASE"], **options)
     app.extensions["wechat"] = client
+    app.extensions["access_token"] = AccessTokenManager(
+        client, app.extensions["shared_store"], stable=cfg["WECHAT_TOKEN_API"] == "stable")
 
 
 def wechat_client() -> WeChatClient:
     """The current app's WeChatClient."""
     return current_app.extensions["wechat"]
+
+
+def access_tokens() -> AccessTokenManager:
+    """The current app's AccessTokenManager."""
+    return current_app.extensions["access_token"]
 
 
 def register_blueprints(app: Flask) -> None:
@@ -113,6 +123,11 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(auth_blp)
     api.register_blueprint(profile_blp)
     api.register_blueprint(health_blp)
+
+    @app.get("/media/<path:name>")
+    def media(name: str):
+        """Uploaded files (avatars), from the local storage folder."""
+        return send_from_directory(app.config["MEDIA_ROOT"], name, max_age=31536000)
 
 
 def register_commands(app: Flask) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import current_app
 from flask_jwt_extended import current_user, get_jwt, jwt_required
 
-from . import tokens, users
+from . import access_tokens, tokens, users, wechat_client
 from .errors import AUTH_CODES, documents_problems
 from .extensions import jwt, limiter
-from .schemas import Blueprint, LoginResultSchema, LoginSchema, TokenPairSchema
+from .schemas import Blueprint, LoginResultSchema, LoginSchema, SessionSchema, TokenPairSchema
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Login with wx.login codes")
 
@@ -53,8 +53,6 @@ def login(args):
     back as ``Authorization: Bearer <access_token>``. The ``refresh_token`` (30 days) gets
     a new pair from ``POST /auth/refresh``. Limited per client IP (429 ``rate_limited``).
     """
-    from . import wechat_client
-
     client = wechat_client()
     session = client.code2session(args["code"])
     user, is_new_user = users.upsert_login(client.appid, session)
@@ -86,3 +84,21 @@ def logout():
     """Revoke the presented token (access or refresh) and every token of the same login."""
     tokens.revoke_family(get_jwt()["fam"])
     return ""
+
+
+@blp.route("/session", methods=["GET"])
+@jwt_required()
+@blp.response(200, SessionSchema)
+@documents_problems(blp, "wechat_rate_limited", "wechat_busy", "wechat_bad_response",
+                    "wechat_timeout", "wechat_unreachable", *AUTH_CODES)
+@blp.doc(security=[{"bearerAuth": []}])
+def session_state():
+    """Whether WeChat still holds the user's stored session_key (checkSessionKey).
+
+    ``false`` means encrypted data from the client will not decrypt: call ``wx.login`` and
+    log in again before asking the user for encryptedData.
+    """
+    client, user = wechat_client(), current_user
+    valid = access_tokens().call(
+        lambda token: client.check_session_key(token, user.openid, user.session_key))
+    return {"session_key_valid": valid}

@@ -173,6 +173,20 @@ def _post_emulator(url: str, path: str, body: dict) -> dict:
     return response.json()
 
 
+@wechat_cli.command("token")
+def wechat_token() -> None:
+    """Show the cached WeChat access_token's age and expiry (never the token)."""
+    from . import access_tokens
+
+    status = access_tokens().status()
+    appid = current_app.config["WECHAT_APPID"]
+    if status is None:
+        click.echo(f"{appid}: no access_token cached (the next server API call fetches one)")
+    else:
+        click.echo(f"{appid}: {status['kind']} access_token, fetched {status['age']} s ago, "
+                   f"expires in {status['expires_in']} s")
+
+
 @wechat_cli.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8081, show_default=True, type=int)

@@ -20,6 +20,7 @@ from flask import Flask, Response, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
+from .shared import LockTimeout
 from .wechat import client as wx
 from .wechat import crypto
 
@@ -64,6 +65,10 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(502, "wechat_bad_response", "Bad answer from WeChat"),
         ProblemKind(504, "wechat_timeout", "WeChat timed out"),
         ProblemKind(502, "wechat_unreachable", "WeChat unreachable"),
+        ProblemKind(422, "content_rejected", "Content rejected",
+                    "WeChat's content check refused this text: ask the user for another."),
+        ProblemKind(400, "invalid_image", "Not an image",
+                    "Upload the chooseAvatar file as multipart field 'file'."),
         # encryptedData
         ProblemKind(400, "decrypt_failed", "Could not decrypt encryptedData", _RELOGIN),
         ProblemKind(400, "watermark_mismatch", "Watermark names another mini-program"),
@@ -92,6 +97,7 @@ EXCEPTION_CODES: dict[type[BaseException], str] = {
     wx.WeChatBadResponse: "wechat_bad_response",
     wx.WeChatTimeout: "wechat_timeout",
     wx.WeChatUnreachable: "wechat_unreachable",
+    LockTimeout: "wechat_busy",
     crypto.DecryptError: "decrypt_failed",
     crypto.WatermarkMismatch: "watermark_mismatch",
     crypto.WatermarkExpired: "watermark_expired",
@@ -219,6 +225,9 @@ class ProblemSchema(ma.Schema):
     code = ma.fields.String(required=True, metadata={"description": "stable machine code"})
     errors = ma.fields.Dict(metadata={"description": "field → messages (invalid_request)"})
     errcode = ma.fields.Integer(metadata={"description": "WeChat's errcode, when it gave one"})
+    session_key_valid = ma.fields.Boolean(allow_none=True, metadata={
+        "description": "decrypt_failed: whether WeChat still holds the stored session_key "
+                       "(null: could not ask)"})
 
 
 class ProblemApi(Api):

@@ -99,6 +99,9 @@ class User(db.Model):
     province: Mapped[str | None] = mapped_column(String(64))
     city: Mapped[str | None] = mapped_column(String(64))
     language: Mapped[str | None] = mapped_column(String(16))
+    phone_number: Mapped[str | None] = mapped_column(String(32))
+    pure_phone_number: Mapped[str | None] = mapped_column(String(32))
+    country_code: Mapped[str | None] = mapped_column(String(8))
 
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 

@@ -2,17 +2,55 @@
 
 from __future__ import annotations
 
-from flask import current_app
+import logging
+
+from flask import current_app, request, url_for
 from flask_jwt_extended import current_user, jwt_required
 
-from . import users
-from .errors import AUTH_CODES, documents_problems
-from .schemas import Blueprint, EncryptedProfileSchema, ProfilePatchSchema, ProfileSchema
+from . import access_tokens, users, wechat_client
+from .avatars import process_avatar
+from .errors import AUTH_CODES, Problem, documents_problems
+from .schemas import (AvatarUploadSchema, Blueprint, EncryptedProfileSchema, PhoneSchema,
+                      ProfilePatchSchema, ProfileSchema)
+from .shared import LockTimeout
+from .wechat import crypto
+from .wechat.client import InvalidCode, WeChatBadResponse, WeChatError, phone_info_from
+
+log = logging.getLogger(__name__)
 
 blp = Blueprint("profile", __name__, url_prefix="/profile", description="The user's profile")
 
 DECRYPT_PROBLEMS = ("decrypt_failed", "watermark_mismatch", "watermark_expired",
                     "signature_mismatch")
+WECHAT_PROBLEMS = ("wechat_rate_limited", "wechat_busy", "wechat_bad_response",
+                   "wechat_timeout", "wechat_unreachable")
+
+
+def session_key_is_current(user) -> bool | None:
+    """Ask WeChat (checkSessionKey) whether the stored session_key is current; None when
+    WeChat could not tell."""
+    client = wechat_client()
+    try:
+        return access_tokens().call(
+            lambda token: client.check_session_key(token, user.openid, user.session_key))
+    except (WeChatError, LockTimeout) as exc:
+        log.info("checkSessionKey unavailable after decrypt_failed: %s", exc)
+        return None
+
+
+def explain_decrypt_failure(user, exc: crypto.DecryptError) -> Problem:
+    """decrypt_failed, saying whether WeChat considers the stored session_key stale."""
+    current = session_key_is_current(user)
+    if current is False:
+        why = ("The stored session_key is stale (WeChat's checkSessionKey says so): call "
+               "wx.login() and log in again, then fetch the data again")
+    elif current is True:
+        why = ("The stored session_key is still current, so the data was encrypted under an "
+               "older one (fetched before the latest wx.login) or altered on the way: fetch it "
+               "again and send it right away")
+    else:
+        why = "encryptedData did not decrypt with the stored session_key"
+    return Problem("decrypt_failed", why, session_key_valid=current)
 
 
 @blp.route("", methods=["GET"])
@@ -41,23 +79,117 @@ def post_encrypted_profile(args):
     replace real ones.
     """
     cfg = current_app.config
-    return users.apply_encrypted_user_info(
-        current_user,
-        appid=cfg["WECHAT_APPID"],
-        encrypted_data=args["encryptedData"],
-        iv=args["iv"],
-        raw_data=args.get("rawData"),
-        signature=args.get("signature"),
-        watermark_max_age=cfg["WECHAT_WATERMARK_MAX_AGE"],
-    )
+    try:
+        return users.apply_encrypted_user_info(
+            current_user,
+            appid=cfg["WECHAT_APPID"],
+            encrypted_data=args["encryptedData"],
+            iv=args["iv"],
+            raw_data=args.get("rawData"),
+            signature=args.get("signature"),
+            watermark_max_age=cfg["WECHAT_WATERMARK_MAX_AGE"],
+        )
+    except crypto.DecryptError as exc:
+        raise explain_decrypt_failure(current_user, exc) from None
 
 
 @blp.route("", methods=["PATCH"])
 @jwt_required()
 @blp.arguments(ProfilePatchSchema)
 @blp.response(200, ProfileSchema)
-@documents_problems(blp, "invalid_request", "payload_too_large", *AUTH_CODES)
+@documents_problems(blp, "invalid_request", "payload_too_large", "content_rejected",
+                    *WECHAT_PROBLEMS, *AUTH_CODES)
 @blp.doc(security=[{"bearerAuth": []}])
 def patch_profile(args):
-    """Set profile fields directly (``<input type="nickname">``, ``chooseAvatar`` upload URL)."""
+    """Set profile fields directly (``<input type="nickname">``, ``chooseAvatar`` upload URL).
+
+    With ``WECHAT_CONTENT_CHECK=1`` a new nickname goes through WeChat's msgSecCheck v2
+    (scene 1): ``risky`` → 422 ``content_rejected``; ``review`` is accepted and logged.
+    """
+    nickname = args.get("nickname")
+    if nickname and current_app.config["WECHAT_CONTENT_CHECK"]:
+        client, user = wechat_client(), current_user
+        suggest = access_tokens().call(
+            lambda token: client.msg_sec_check(token, user.openid, nickname, scene=1))
+        if suggest == "risky":
+            raise Problem("content_rejected", "WeChat's content check rejected this nickname")
+        if suggest == "review":
+            log.warning("nickname of user %s accepted pending review (msgSecCheck: review)",
+                        user.id)
     return users.update_profile(current_user, args)
+
+
+@blp.route("/phone", methods=["POST"])
+@jwt_required()
+@blp.arguments(PhoneSchema)
+@blp.response(200, ProfileSchema)
+@documents_problems(blp, "invalid_request", "payload_too_large", "invalid_code",
+                    *DECRYPT_PROBLEMS, *WECHAT_PROBLEMS, *AUTH_CODES)
+@blp.doc(security=[{"bearerAuth": []}])
+def bind_phone(args):
+    """Store the user's phone number from ``<button open-type="getPhoneNumber">``.
+
+    Send ``{"code": e.detail.code}`` (base library ≥ 2.21.2; exchanged through WeChat's
+    getPhoneNumber with the app's access_token) or, old style, ``{"encryptedData", "iv"}``
+    (decrypted with the session_key like the profile). The watermark must name this app.
+    """
+    cfg, user, client = current_app.config, current_user, wechat_client()
+    if "code" in args:
+        code = args["code"]
+        try:
+            info = access_tokens().call(lambda token: client.get_phone_number(token, code))
+        except InvalidCode as exc:
+            raise Problem("invalid_code", (
+                f"WeChat rejected the phone code ({exc}). It must be e.detail.code from "
+                '<button open-type="getPhoneNumber"> (base library 2.21.2 or later), used '
+                "within 5 minutes and only once; a wx.login code is not a phone code"),
+                errcode=exc.errcode) from None
+        crypto.check_watermark({"watermark": info.watermark}, cfg["WECHAT_APPID"], 0)
+    else:
+        try:
+            data = crypto.decrypt(user.session_key, args["encryptedData"], args["iv"])
+        except crypto.DecryptError as exc:
+            raise explain_decrypt_failure(user, exc) from None
+        crypto.check_watermark(data, cfg["WECHAT_APPID"], cfg["WECHAT_WATERMARK_MAX_AGE"])
+        try:
+            info = phone_info_from(data)
+        except WeChatBadResponse:
+            raise Problem("invalid_request", "The decrypted data is not a phone number "
+                          "(getPhoneNumber's encryptedData expected)") from None
+    return users.update_profile(user, {"phone_number": info.phone_number,
+                                       "pure_phone_number": info.pure_phone_number,
+                                       "country_code": info.country_code})
+
+
+@blp.before_request
+def _avatar_size_limit():
+    """Avatars may be larger than the JSON bodies MAX_CONTENT_LENGTH is sized for."""
+    if request.endpoint == "profile.upload_avatar":
+        request.max_content_length = current_app.config["AVATAR_MAX_BYTES"] + 16 * 1024
+
+
+@blp.route("/avatar", methods=["POST"])
+@jwt_required()
+@blp.arguments(AvatarUploadSchema, location="files")
+@blp.response(200, ProfileSchema)
+@documents_problems(blp, "invalid_request", "invalid_image", "payload_too_large", *AUTH_CODES)
+@blp.doc(security=[{"bearerAuth": []}])
+def upload_avatar(args):
+    """Upload the ``chooseAvatar`` image (``wx.uploadFile``, multipart field ``file``).
+
+    JPEG, PNG or WebP, recognised by content; at most ``AVATAR_MAX_BYTES``; re-encoded
+    (metadata stripped, shrunk to ``AVATAR_MAX_SIDE`` px) and served at a stable URL, which
+    becomes ``avatar_url``.
+    """
+    cfg = current_app.config
+    upload = args["file"]
+    data = upload.read(cfg["AVATAR_MAX_BYTES"] + 1) if hasattr(upload, "read") else b""
+    if not data:
+        raise Problem("invalid_image", "The upload is empty")
+    if len(data) > cfg["AVATAR_MAX_BYTES"]:
+        raise Problem("payload_too_large", f"Avatars are limited to {cfg['AVATAR_MAX_BYTES']} bytes")
+    name, encoded = process_avatar(data, cfg["AVATAR_MAX_SIDE"], cfg["AVATAR_MAX_PIXELS"])
+    current_app.extensions["storage"].save(name, encoded)
+    base = cfg.get("MEDIA_BASE_URL")
+    url = f"{base.rstrip('/')}/{name}" if base else url_for("media", name=name, _external=True)
+    return users.update_profile(current_user, {"avatar_url": url})

@@ -101,6 +101,10 @@ class ProfileSchema(ma.Schema):
     province = fields.String(allow_none=True)
     city = fields.String(allow_none=True)
     language = fields.String(allow_none=True)
+    phone_number = fields.String(allow_none=True, metadata={"description": "with country code "
+                                                             "unless it is 86"})
+    pure_phone_number = fields.String(allow_none=True)
+    country_code = fields.String(allow_none=True, metadata={"example": "86"})
     created_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
     updated_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
 
@@ -138,6 +142,35 @@ class EncryptedProfileSchema(ma.Schema):
 
 
 _text = dict(allow_none=True, validate=[validate.Length(max=64), _PRINTABLE])
+
+
+class PhoneSchema(ma.Schema):
+    """``e.detail`` of ``<button open-type="getPhoneNumber">``: ``code`` (base library ≥ 2.21.2)
+    or, old style, ``encryptedData`` + ``iv``."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    code = fields.String(validate=[validate.Length(min=1, max=128), _PRINTABLE],
+                         metadata={"description": "e.detail.code (not a wx.login code)"})
+    encryptedData = Base64Bytes(validate=validate.Length(min=16, max=16 * 1024))
+    iv = Base64Bytes(byte_length=16)
+
+    @ma.validates_schema
+    def _one_way(self, data, **kwargs):
+        if "code" in data:
+            return
+        if "encryptedData" not in data or "iv" not in data:
+            raise ma.ValidationError("Send code, or encryptedData and iv.", "code")
+
+
+class SessionSchema(ma.Schema):
+    session_key_valid = fields.Boolean(required=True)
+
+
+class AvatarUploadSchema(ma.Schema):
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary",
+                                               "description": "the chooseAvatar temporary file"})
 
 
 class ProfilePatchSchema(ma.Schema):

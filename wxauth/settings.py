@@ -59,6 +59,11 @@ def apply(app: Flask) -> None:
     except ValueError as exc:
         raise ConfigError(f"SESSION_KEY_ENCRYPTION_KEY is malformed: {exc}") from None
 
+    if cfg["WECHAT_TOKEN_API"] not in ("stable", "classic"):
+        raise ConfigError(f"WECHAT_TOKEN_API must be stable or classic, got {cfg['WECHAT_TOKEN_API']!r}")
+    if not cfg.get("MEDIA_ROOT"):
+        cfg["MEDIA_ROOT"] = str(Path(app.instance_path) / "media")
+
     if cfg["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT must be text or json, got {cfg['LOG_FORMAT']!r}")
     if cfg["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -23,6 +23,8 @@ import redis
 class LockTimeout(Exception):
     """The lock could not be taken within the wait given."""
 
+    retry_after = 2  # seconds
+
 
 class SharedStore:
     """Interface of the shared store (see the backends)."""

@@ -13,6 +13,8 @@ API followed: auth.code2Session, ``GET /sns/jscode2session``
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -76,6 +78,14 @@ class WeChatRateLimited(WeChatAPIError):
     retry_after = 60  # seconds
 
 
+class AccessTokenInvalid(WeChatAPIError):
+    """errcode 40001 (invalid or not the latest access_token) or 42001 (expired)."""
+
+
+class SessionKeyStale(WeChatAPIError):
+    """errcode 87009 from checksession: the stored session_key is no longer current."""
+
+
 class WeChatBadResponse(WeChatError):
     """WeChat's answer was not usable: an HTTP error status, not JSON, or fields missing."""
 
@@ -94,10 +104,31 @@ ERRCODE_EXCEPTIONS: dict[int, type[WeChatAPIError]] = {
     40163: CodeUsed,
     40226: UserBlocked,
     45011: WeChatRateLimited,
+    40001: AccessTokenInvalid,
+    42001: AccessTokenInvalid,
+    87009: SessionKeyStale,
 }
 
 
 # --- results -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An access_token (kept out of repr()) and its lifetime in seconds."""
+
+    token: str = field(repr=False)
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class PhoneInfo:
+    """A user's phone number as WeChat gives it (``countryCode`` normalised to text)."""
+
+    phone_number: str
+    pure_phone_number: str
+    country_code: str
+    watermark: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -236,6 +267,90 @@ class WeChatClient:
             raise WeChatBadResponse("code2Session answer has a malformed session_key") from None
         return Code2SessionResult(openid=openid, session_key=session_key, unionid=unionid)
 
+    def get_access_token(self, *, stable: bool = True, force_refresh: bool = False) -> AccessToken:
+        """Fetch an access_token for server APIs.
+
+        WeChat APIs: getStableAccessToken ``POST /cgi-bin/stable_token`` (``stable=True``: the
+        same token while it is valid, so several fetchers do not invalidate each other) or
+        getAccessToken ``GET /cgi-bin/token`` (every fetch replaces the previous token).
+
+        Returns:
+            AccessToken(token, expires_in seconds).
+
+        Raises:
+            WeChatAPIError (40013 appid, 40125 secret, 45009 quota, 40164 IP not allowed…),
+            WeChatBusy, WeChatBadResponse, WeChatTimeout, WeChatUnreachable.
+        """
+        if stable:
+            data = self._call("POST", "/cgi-bin/stable_token", params={}, json_body={
+                "grant_type": "client_credential", "appid": self.appid,
+                "secret": self._secret, "force_refresh": force_refresh})
+        else:
+            data = self._call("GET", "/cgi-bin/token", params={
+                "grant_type": "client_credential", "appid": self.appid, "secret": self._secret})
+        token, expires_in = data.get("access_token"), data.get("expires_in")
+        if not isinstance(token, str) or not token or not isinstance(expires_in, int):
+            raise WeChatBadResponse("access_token answer lacks access_token or expires_in")
+        return AccessToken(token, expires_in)
+
+    def get_phone_number(self, access_token: str, code: str) -> PhoneInfo:
+        """Exchange a phone-number button code for the user's number.
+
+        WeChat API: getPhoneNumber, ``POST /wxa/business/getuserphonenumber``. The code is
+        ``e.detail.code`` from ``<button open-type="getPhoneNumber">`` (base library ≥ 2.21.2),
+        single-use and valid 5 minutes; it is *not* a wx.login code.
+
+        Raises:
+            InvalidCode (40029), AccessTokenInvalid (40001/42001), WeChatRateLimited (45011),
+            WeChatBusy (-1), WeChatAPIError, WeChatBadResponse, WeChatTimeout, WeChatUnreachable.
+        """
+        data = self._call("POST", "/wxa/business/getuserphonenumber",
+                          params={"access_token": access_token}, json_body={"code": code},
+                          secrets=(access_token, code))
+        info = data.get("phone_info")
+        if not isinstance(info, dict):
+            raise WeChatBadResponse("getuserphonenumber answer lacks phone_info")
+        return phone_info_from(info)
+
+    def check_session_key(self, access_token: str, openid: str, session_key: str) -> bool:
+        """Whether WeChat still holds `session_key` (base64 text) as the user's current key.
+
+        WeChat API: checkSessionKey, ``GET /wxa/checksession`` with
+        ``signature = hex(HMAC-SHA256(key=session_key's base64 text, msg=""))``.
+
+        Returns:
+            True when valid; False on errcode 87009.
+
+        Raises:
+            AccessTokenInvalid, WeChatBusy, WeChatAPIError, WeChatBadResponse, WeChatTimeout,
+            WeChatUnreachable.
+        """
+        signature = hmac.new(session_key.encode(), b"", hashlib.sha256).hexdigest()
+        try:
+            self._call("GET", "/wxa/checksession", params={
+                "access_token": access_token, "openid": openid, "signature": signature,
+                "sig_method": "hmac_sha256"}, secrets=(access_token, signature))
+        except SessionKeyStale:
+            return False
+        return True
+
+    def msg_sec_check(self, access_token: str, openid: str, content: str, scene: int = 1) -> str:
+        """Moderate user text. WeChat API: msgSecCheck v2, ``POST /wxa/msg_sec_check``.
+
+        Args:
+            scene: 1 profile, 2 comment, 3 forum, 4 social log.
+
+        Returns:
+            WeChat's suggestion: ``"pass"``, ``"review"`` or ``"risky"``.
+        """
+        data = self._call("POST", "/wxa/msg_sec_check", params={"access_token": access_token},
+                          json_body={"version": 2, "openid": openid, "scene": scene,
+                                     "content": content}, secrets=(access_token,))
+        suggest = (data.get("result") or {}).get("suggest")
+        if suggest not in ("pass", "review", "risky"):
+            raise WeChatBadResponse("msg_sec_check answer lacks result.suggest")
+        return suggest
+
     # -- transport ---------------------------------------------------------------------------
 
     def _redact(self, text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -245,13 +360,15 @@ class WeChatClient:
         return redact_query(text)
 
     def _call(
-        self, method: str, path: str, *, params: dict[str, Any], secrets: tuple[str, ...] = ()
+        self, method: str, path: str, *, params: dict[str, Any],
+        json_body: dict[str, Any] | None = None, secrets: tuple[str, ...] = ()
     ) -> dict[str, Any]:
         """One API call with the errcode -1 retry loop; returns the decoded JSON object."""
         attempt = 0
         while True:
             try:
-                return self._call_once(method, path, params=params, secrets=secrets)
+                return self._call_once(method, path, params=params, json_body=json_body,
+                                       secrets=secrets)
             except WeChatBusy:
                 if attempt >= self.busy_retries:
                     raise
@@ -259,11 +376,13 @@ class WeChatClient:
                 attempt += 1
 
     def _call_once(
-        self, method: str, path: str, *, params: dict[str, Any], secrets: tuple[str, ...]
+        self, method: str, path: str, *, params: dict[str, Any],
+        json_body: dict[str, Any] | None, secrets: tuple[str, ...]
     ) -> dict[str, Any]:
         url = self.base_url + path
         try:
-            response = self._session.request(method, url, params=params, timeout=self.timeout)
+            response = self._session.request(method, url, params=params, json=json_body,
+                                             timeout=self.timeout)
         except requests.Timeout:
             raise WeChatTimeout(f"WeChat did not answer {path} within {self.timeout} s") from None
         except requests.RequestException as exc:
@@ -288,3 +407,16 @@ class WeChatClient:
         errmsg = self._redact(str(data.get("errmsg", "")), secrets)[:200]
         exc_class = ERRCODE_EXCEPTIONS.get(errcode, WeChatAPIError)
         raise exc_class(errcode, errmsg)
+
+
+def phone_info_from(info: dict[str, Any]) -> PhoneInfo:
+    """PhoneInfo from WeChat's ``phone_info`` or decrypted phone data; ``countryCode`` may be
+    a string or a number. Raises WeChatBadResponse when the numbers are missing."""
+    phone, pure = info.get("phoneNumber"), info.get("purePhoneNumber")
+    country = info.get("countryCode")
+    if isinstance(country, bool) or not isinstance(country, (str, int)):
+        country = None
+    if not isinstance(phone, str) or not isinstance(pure, str) or not phone or country is None:
+        raise WeChatBadResponse("phone data lacks phoneNumber, purePhoneNumber or countryCode")
+    watermark = info.get("watermark") if isinstance(info.get("watermark"), dict) else {}
+    return PhoneInfo(phone[:32], pure[:32], str(country)[:8], watermark)

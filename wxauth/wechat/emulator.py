@@ -10,6 +10,20 @@ It behaves as WeChat does where this project depends on it:
     40013 wrong appid, 40125 wrong secret, 45011 after 100 exchanges per user per minute,
     40226 for users minted as blocked.
 
+``POST /cgi-bin/stable_token`` ``{"grant_type", "appid", "secret", "force_refresh"}``
+    The same token while it is valid (a new one with ``force_refresh``), 7200 s.
+``GET /cgi-bin/token?grant_type=client_credential&appid=&secret=``
+    A new token on every fetch; the previous classic token stops working (40001).
+``POST /wxa/business/getuserphonenumber?access_token=`` ``{"code"}``
+    Single-use phone codes (40029 otherwise, a wx.login code included) → ``phone_info``.
+``GET /wxa/checksession?access_token=&openid=&signature=&sig_method=hmac_sha256``
+    errcode 0 when ``signature = hex(HMAC-SHA256(session_key text, ""))`` matches the user's
+    current session_key, else 87009.
+``POST /wxa/msg_sec_check?access_token=`` ``{"version": 2, "openid", "scene", "content"}``
+    ``suggest`` by test words: content containing ``risky`` or ``违规`` → risky, ``review``
+    → review, else pass.
+Any call with an access_token that is unknown, replaced or invalidated answers 40001.
+
 Developer endpoints (not WeChat's), under ``/dev``; JSON bodies, answers JSON:
 
 ``POST /dev/code`` ``{"openid"?, "unionid"?, "appid"?, "blocked"?, "errcode"?, "busy"?, "fault"?, "delay"?}``
@@ -22,6 +36,14 @@ Developer endpoints (not WeChat's), under ``/dev``; JSON bodies, answers JSON:
     Encrypts `data` with the user's current session_key the way WeChat does, adding
     ``watermark`` → ``{"encryptedData", "iv", "rawData", "signature", "userInfo"}``, the
     shape of ``e.detail`` in ``getUserProfile``.
+``POST /dev/phone-code`` ``{"openid"?, "appid"?, "phone"?, "country_code"?, "errcode"?, "busy"?, "delay"?}``
+    Mints a getPhoneNumber button code for a made-up user (``phone`` default
+    ``13800138000``, ``country_code`` default ``"86"``; give a number to test numeric
+    ``countryCode``) → ``{"code", "openid", "appid"}``.
+``POST /dev/invalidate-tokens`` ``{"appid"?}``
+    Every access_token of the app stops working (as if another party refreshed it).
+``GET /dev/stats``
+    ``{"token_fetches", "stable_token_fetches", "api_calls"}`` counters.
 ``GET /dev/users/<openid>?appid=``
     ``{"openid", "unionid", "session_key"}`` — the emulated user's current state.
 """
@@ -29,6 +51,8 @@ Developer endpoints (not WeChat's), under ``/dev``; JSON bodies, answers JSON:
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -64,6 +88,24 @@ class _User:
     exchanges: deque = field(default_factory=deque)  # monotonic times of recent exchanges
 
 
+TOKEN_TTL = 7200  # seconds an access_token lives
+RISKY_WORDS = ("risky", "违规")
+REVIEW_WORDS = ("review",)
+
+
+@dataclass
+class _PhoneCode:
+    appid: str
+    openid: str
+    phone: str
+    country_code: Any
+    created: float
+    errcode: int | None = None
+    busy: int = 0
+    delay: float = 0.0
+    used: bool = False
+
+
 @dataclass
 class _Code:
     appid: str
@@ -76,7 +118,62 @@ class _Code:
     used: bool = False
 
 
-class Emulator:
+class _ServerAPIHandlers:
+    """WSGI handlers of the server APIs (access_token, phone, checksession, msgSecCheck)."""
+
+    def _on_stable_token(self, request):
+        body = _body(request)
+        return _wechat_json(self.stable_token(str(body.get("appid", "")),
+                                              str(body.get("secret", "")),
+                                              bool(body.get("force_refresh"))))
+
+    def _on_token(self, request):
+        if request.args.get("grant_type") != "client_credential":
+            return _wechat_json({"errcode": 40002, "errmsg": "invalid grant_type"})
+        return _wechat_json(self.classic_token(request.args.get("appid", ""),
+                                               request.args.get("secret", "")))
+
+    def _on_phone(self, request):
+        body = _body(request)
+        code = str(body.get("code", ""))
+        with self._lock:
+            phone_code = self._phone_codes.get(code)
+            delay = phone_code.delay if phone_code else 0.0
+        if delay:
+            time.sleep(delay)
+        return _wechat_json(self.phone_number(request.args.get("access_token", ""), code))
+
+    def _on_checksession(self, request):
+        args = request.args
+        if args.get("sig_method") != "hmac_sha256":
+            return _wechat_json({"errcode": 87009, "errmsg": "invalid sig_method"})
+        return _wechat_json(self.check_session(args.get("access_token", ""),
+                                               args.get("openid", ""),
+                                               args.get("signature", "")))
+
+    def _on_msg_sec_check(self, request):
+        return _wechat_json(self.msg_sec_check(request.args.get("access_token", ""),
+                                               _body(request)))
+
+    def _on_mint_phone_code(self, request):
+        body = _body(request)
+        options = {k: body[k] for k in ("appid", "phone", "country_code", "errcode", "busy",
+                                        "delay") if k in body}
+        try:
+            return _json(self.mint_phone_code(body.get("openid"), **options))
+        except (ValueError, TypeError) as exc:
+            return _json({"error": str(exc)}, status=400)
+
+    def _on_invalidate_tokens(self, request):
+        self.invalidate_tokens(_body(request).get("appid"))
+        return _json({"ok": True})
+
+    def _on_stats(self, request):
+        with self._lock:
+            return _json(dict(self.stats))
+
+
+class Emulator(_ServerAPIHandlers):
     """In-memory WeChat state plus the WSGI app serving it.
 
     Args:
@@ -90,9 +187,22 @@ class Emulator:
         self._lock = threading.Lock()
         self._users: dict[tuple[str, str], _User] = {}
         self._codes: dict[str, _Code] = {}
+        self._phone_codes: dict[str, _PhoneCode] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}  # token → (appid, expires monotonic)
+        self._stable: dict[str, str] = {}  # appid → current stable token
+        self._classic: dict[str, str] = {}  # appid → current classic token
+        self.stats = {"token_fetches": 0, "stable_token_fetches": 0, "api_calls": 0}
         self._url_map = Map(
             [
                 Rule("/sns/jscode2session", endpoint="jscode2session", methods=["GET"]),
+                Rule("/cgi-bin/stable_token", endpoint="stable_token", methods=["POST"]),
+                Rule("/cgi-bin/token", endpoint="token", methods=["GET"]),
+                Rule("/wxa/business/getuserphonenumber", endpoint="phone", methods=["POST"]),
+                Rule("/wxa/checksession", endpoint="checksession", methods=["GET"]),
+                Rule("/wxa/msg_sec_check", endpoint="msg_sec_check", methods=["POST"]),
+                Rule("/dev/phone-code", endpoint="mint_phone_code", methods=["POST"]),
+                Rule("/dev/invalidate-tokens", endpoint="invalidate_tokens", methods=["POST"]),
+                Rule("/dev/stats", endpoint="stats", methods=["GET"]),
                 Rule("/dev/code", endpoint="mint_code", methods=["POST"]),
                 Rule("/dev/encrypt", endpoint="encrypt", methods=["POST"]),
                 Rule("/dev/users/<openid>", endpoint="user", methods=["GET"]),
@@ -211,6 +321,136 @@ class Emulator:
             user = self._users[(appid or self.default_appid, openid)]
             return {"openid": user.openid, "unionid": user.unionid, "session_key": user.session_key}
 
+    # -- access_token and server APIs ---------------------------------------------------------
+
+    def _credentials_error(self, appid: str, secret: str) -> dict[str, Any] | None:
+        if appid not in self.apps:
+            return {"errcode": 40013, "errmsg": "invalid appid"}
+        if not hmac_equal(self.apps[appid], secret):
+            return {"errcode": 40125, "errmsg": "invalid appsecret"}
+        return None
+
+    def _new_token(self, appid: str) -> str:
+        token = secrets.token_urlsafe(96)
+        self._tokens[token] = (appid, time.monotonic() + TOKEN_TTL)
+        return token
+
+    def stable_token(self, appid: str, secret: str, force_refresh: bool = False) -> dict[str, Any]:
+        """getStableAccessToken: the current stable token while valid."""
+        error = self._credentials_error(appid, secret)
+        if error:
+            return error
+        with self._lock:
+            self.stats["stable_token_fetches"] += 1
+            current = self._stable.get(appid)
+            if force_refresh or current is None or current not in self._tokens:
+                if current:
+                    self._tokens.pop(current, None)
+                current = self._stable[appid] = self._new_token(appid)
+            remaining = int(self._tokens[current][1] - time.monotonic())
+            return {"access_token": current, "expires_in": remaining}
+
+    def classic_token(self, appid: str, secret: str) -> dict[str, Any]:
+        """getAccessToken: a new token each time; the previous classic one stops working."""
+        error = self._credentials_error(appid, secret)
+        if error:
+            return error
+        with self._lock:
+            self.stats["token_fetches"] += 1
+            previous = self._classic.get(appid)
+            if previous:
+                self._tokens.pop(previous, None)
+            token = self._classic[appid] = self._new_token(appid)
+            return {"access_token": token, "expires_in": TOKEN_TTL}
+
+    def invalidate_tokens(self, appid: str | None = None) -> None:
+        """Every access_token of `appid` (default app) stops working."""
+        appid = appid or self.default_appid
+        with self._lock:
+            for token, (owner, _) in list(self._tokens.items()):
+                if owner == appid:
+                    del self._tokens[token]
+
+    def _token_app(self, token: str) -> tuple[str | None, dict[str, Any] | None]:
+        """(appid, None) for a live token, else (None, the errcode answer)."""
+        with self._lock:
+            self.stats["api_calls"] += 1
+            item = self._tokens.get(token)
+            if item is None:
+                return None, {"errcode": 40001, "errmsg": "invalid credential, access_token "
+                                                        "is invalid or not latest"}
+            if item[1] <= time.monotonic():
+                return None, {"errcode": 42001, "errmsg": "access_token expired"}
+            return item[0], None
+
+    def mint_phone_code(self, openid: str | None = None, *, appid: str | None = None,
+                        phone: str = "13800138000", country_code: Any = "86",
+                        errcode: int | None = None, busy: int = 0,
+                        delay: float = 0.0) -> dict[str, str]:
+        """Mint a getPhoneNumber button code (see the module docstring)."""
+        appid = appid or self.default_appid
+        if appid not in self.apps:
+            raise ValueError(f"unknown appid {appid!r}")
+        openid = openid or "o" + secrets.token_urlsafe(21)[:27]
+        code = secrets.token_hex(32)
+        with self._lock:
+            self._user(appid, openid)
+            self._phone_codes[code] = _PhoneCode(
+                appid, openid, str(phone), country_code, time.monotonic(),
+                None if errcode is None else int(errcode), int(busy), float(delay))
+        return {"code": code, "openid": openid, "appid": appid}
+
+    def phone_number(self, token: str, code: str) -> dict[str, Any]:
+        appid, error = self._token_app(token)
+        if error:
+            return error
+        with self._lock:
+            phone_code = self._phone_codes.get(code)
+            if phone_code is None or phone_code.appid != appid:
+                return {"errcode": 40029, "errmsg": "invalid code"}
+            if phone_code.busy > 0:
+                phone_code.busy -= 1
+                return {"errcode": -1, "errmsg": "system error"}
+            if phone_code.errcode is not None:
+                return {"errcode": phone_code.errcode, "errmsg": "emulated error"}
+            if phone_code.used or time.monotonic() - phone_code.created > CODE_TTL:
+                return {"errcode": 40029, "errmsg": "invalid code"}
+            phone_code.used = True
+            country = phone_code.country_code
+            pure = phone_code.phone
+            return {"errcode": 0, "errmsg": "ok", "phone_info": {
+                "phoneNumber": pure if str(country) == "86" else f"+{country}{pure}",
+                "purePhoneNumber": pure, "countryCode": country,
+                "watermark": {"timestamp": int(time.time()), "appid": appid}}}
+
+    def check_session(self, token: str, openid: str, signature: str) -> dict[str, Any]:
+        appid, error = self._token_app(token)
+        if error:
+            return error
+        with self._lock:
+            user = self._users.get((appid, openid))
+            key = user.session_key if user else ""
+        expected = hmac.new(key.encode(), b"", hashlib.sha256).hexdigest()
+        if user and hmac_equal(expected, signature):
+            return {"errcode": 0, "errmsg": "ok"}
+        return {"errcode": 87009, "errmsg": "invalid signature"}
+
+    def msg_sec_check(self, token: str, body: dict[str, Any]) -> dict[str, Any]:
+        appid, error = self._token_app(token)
+        if error:
+            return error
+        content = str(body.get("content", ""))
+        if body.get("version") != 2 or not body.get("openid") or not content:
+            return {"errcode": 47001, "errmsg": "data format error"}
+        if any(word in content for word in RISKY_WORDS):
+            suggest, label = "risky", 20001
+        elif any(word in content for word in REVIEW_WORDS):
+            suggest, label = "review", 21000
+        else:
+            suggest, label = "pass", 100
+        return {"errcode": 0, "errmsg": "ok", "result": {"suggest": suggest, "label": label},
+                "detail": [], "trace_id": secrets.token_hex(8)}
+
     # -- WSGI ------------------------------------------------------------------------------------
 
     def __call__(self, environ, start_response):
@@ -280,6 +520,10 @@ class Emulator:
             raise NotFound() from None
 
 
+def _wechat_json(answer: dict[str, Any]) -> Response:
+    return Response(json.dumps(answer, ensure_ascii=False), mimetype="application/json")
+
+
 def hmac_equal(a: str, b: str) -> bool:
     return secrets.compare_digest(a.encode(), b.encode())
 
@@ -331,3 +575,4 @@ class WSGIAdapter(BaseAdapter):
 
     def close(self):
         pass
+
