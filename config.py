@@ -49,6 +49,7 @@ class Config:
     # --- WeChat mini-program credentials and API -------------------------------------
     WECHAT_APPID = env_str("WECHAT_APPID")
     WECHAT_SECRET = env_str("WECHAT_SECRET")
+    WECHAT_APPS = env_str("WECHAT_APPS")  # several apps: JSON or a JSON file (wxauth/apps.py)
     WECHAT_API_BASE = env_str("WECHAT_API_BASE", "https://api.weixin.qq.com")
     WECHAT_TIMEOUT = env_number("WECHAT_TIMEOUT", 5.0)  # seconds, per upstream call
     WECHAT_BUSY_RETRIES = env_number("WECHAT_BUSY_RETRIES", 2, int)  # extra tries on errcode -1

@@ -134,7 +134,8 @@ def app(app_config):
         if db.engine.dialect.name != "sqlite":  # the scratch database is shared by the run
             services.reset_schema(db.engine)
         db.engine.dispose()
-    app.extensions["wechat"].close()
+    for program in app.extensions["wechat_apps"].values():
+        program.client.close()
 
 
 @pytest.fixture

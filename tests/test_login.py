@@ -14,7 +14,7 @@ from wxauth.models import User
 
 pytestmark = pytest.mark.databases
 
-PROFILE_KEYS = {"id", "nickname", "avatar_url", "gender", "country", "province", "city",
+PROFILE_KEYS = {"id", "account_id", "is_new_account", "nickname", "avatar_url", "gender", "country", "province", "city",
                 "language", "phone_number", "pure_phone_number", "country_code", "created_at",
                 "updated_at"}
 
@@ -27,7 +27,8 @@ def user_count(app) -> int:
 def test_login_creates_user_and_returns_a_7_day_jwt(server, app):
     body = server.login("o-alice")
     assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token",
-                         "is_new_user", "user"}
+                         "is_new_user", "is_new_account", "user"}
+    assert body["is_new_account"] is True
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 604800
     assert body["is_new_user"] is True

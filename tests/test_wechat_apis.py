@@ -133,10 +133,10 @@ def test_wechat_token_command(wxs):
     token = server.login("o-cmd")["access_token"]
     server.get("/auth/session", token=token)
     output = runner.invoke(args=["wechat", "token"]).output
-    assert "stable access_token, fetched" in output and "expires in" in output
+    assert f"{APPID}: stable access_token, fetched" in output and "expires in" in output
     with app.app_context():
-        from wxauth import access_tokens
-        cached = access_tokens()._cached()[1]["token"]
+        from wxauth import apps
+        cached = apps.get(APPID).tokens._cached()[1]["token"]
     assert cached not in output
 
 

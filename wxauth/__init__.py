@@ -12,6 +12,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from . import errors, settings
 from .access_token import AccessTokenManager
+from .apps import MiniProgram
 from .extensions import api, db, jwt, limiter, migrate
 from .logs import configure_logging
 from .proxy import TrustedProxyFix
@@ -83,36 +84,36 @@ def shared_store() -> SharedStore:
 
 
 def register_wechat(app: Flask) -> None:
-    """Create the app's WeChatClient; in emulator mode also mount the built-in emulator."""
+    """A WeChatClient and an AccessTokenManager per mini-program; in emulator mode the
+    built-in emulator is mounted and plays the one app."""
     cfg = app.config
     options = dict(timeout=cfg["WECHAT_TIMEOUT"], busy_retries=cfg["WECHAT_BUSY_RETRIES"])
+    settings_by_app = dict(cfg["WECHAT_APP_SETTINGS"])
+    session = None
+    base_url = cfg["WECHAT_API_BASE"]
     if cfg["WECHAT_EMULATOR"]:
         emulator = Emulator()
-        cfg["WECHAT_APPID"] = emulator.default_appid
+        appid = emulator.default_appid
+        settings_by_app = {appid: {"secret": emulator.apps[appid], "name": "emulator",
+                                   "content_check": cfg["WECHAT_CONTENT_CHECK"],
+                                   "token_api": cfg["WECHAT_TOKEN_API"]}}
         session = requests.Session()
         session.mount(_EMULATOR_BASE, WSGIAdapter(emulator))
-        client = WeChatClient(emulator.default_appid, emulator.apps[emulator.default_appid],
-                              base_url=_EMULATOR_BASE, session=session, **options)
+        base_url = _EMULATOR_BASE
         app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {EMULATOR_MOUNT: emulator})
         app.extensions["wechat_emulator"] = emulator
         app.logger.info("WECHAT_APPID unset: using the built-in WeChat emulator at %s",
                         EMULATOR_MOUNT)
-    else:
-        client = WeChatClient(cfg["WECHAT_APPID"], cfg["WECHAT_SECRET"],
-                              base_url=cfg["WECHAT_API_BASE"], **options)
-    app.extensions["wechat"] = client
-    app.extensions["access_token"] = AccessTokenManager(
-        client, app.extensions["shared_store"], stable=cfg["WECHAT_TOKEN_API"] == "stable")
-
-
-def wechat_client() -> WeChatClient:
-    """The current app's WeChatClient."""
-    return current_app.extensions["wechat"]
-
-
-def access_tokens() -> AccessTokenManager:
-    """The current app's AccessTokenManager."""
-    return current_app.extensions["access_token"]
+    programs = {}
+    for appid, settings in settings_by_app.items():
+        client = WeChatClient(appid, settings["secret"], base_url=base_url, session=session,
+                              **options)
+        tokens = AccessTokenManager(client, app.extensions["shared_store"],
+                                    stable=settings["token_api"] == "stable")
+        programs[appid] = MiniProgram(appid, settings["name"], settings["content_check"],
+                                      client, tokens)
+    app.extensions["wechat_apps"] = programs
+    cfg["WECHAT_APPID"] = next(iter(programs)) if len(programs) == 1 else None
 
 
 def register_blueprints(app: Flask) -> None:
@@ -131,7 +132,7 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from .commands import users_cli, wechat_cli
+    from .commands import accounts_cli, apps_cli, users_cli, wechat_cli
 
-    app.cli.add_command(users_cli)
-    app.cli.add_command(wechat_cli)
+    for group in (users_cli, accounts_cli, apps_cli, wechat_cli):
+        app.cli.add_command(group)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from flask import current_app
 from flask_jwt_extended import current_user, get_jwt, jwt_required
 
-from . import access_tokens, tokens, users, wechat_client
-from .errors import AUTH_CODES, documents_problems
+from . import apps, tokens, users
+from .errors import AUTH_CODES, Problem, documents_problems
 from .extensions import jwt, limiter
 from .schemas import Blueprint, LoginResultSchema, LoginSchema, SessionSchema, TokenPairSchema
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Login with wx.login codes")
 
 LOGIN_PROBLEMS = (
-    "invalid_request", "payload_too_large", "rate_limited", "invalid_code", "code_used",
+    "invalid_request", "unknown_app", "payload_too_large", "rate_limited", "invalid_code",
+    "code_used",
     "user_blocked",
     "wechat_rate_limited", "wechat_busy", "wechat_bad_response", "wechat_timeout",
     "wechat_unreachable",
@@ -23,8 +24,12 @@ LOGIN_PROBLEMS = (
 @jwt.user_lookup_loader
 def _load_user(_header, payload):
     """The User named by the token: ``sub`` = openid, ``appid`` claim = the mini-program.
-    None (→ 401 user_not_found) when deleted; 401 token_revoked when their tokens were."""
-    appid = payload.get("appid") or current_app.config["WECHAT_APPID"]
+    None (→ 401 user_not_found) when deleted; 401 token_revoked when their tokens were;
+    401 token_invalid when the token names an app no longer configured."""
+    appid = payload.get("appid")
+    if appid not in apps.configured():
+        raise Problem("token_invalid", "The token names a mini-program this server no longer "
+                      "serves")
     user = users.find_user(appid, payload["sub"])
     if user is not None:
         tokens.check_version(user, payload)
@@ -50,13 +55,15 @@ def login(args):
 
     Calls WeChat's auth.code2Session, creates or updates the user and answers a JWT
     (HS256, ``sub`` = openid) valid ``expires_in`` seconds (7 days by default). Send it
-    back as ``Authorization: Bearer <access_token>``. The ``refresh_token`` (30 days) gets
+    back as ``Authorization: Bearer <access_token>``. When the server serves several
+    mini-programs, ``appid`` says which one is logging in. The ``refresh_token`` (30 days) gets
     a new pair from ``POST /auth/refresh``. Limited per client IP (429 ``rate_limited``).
     """
-    client = wechat_client()
-    session = client.code2session(args["code"])
-    user, is_new_user = users.upsert_login(client.appid, session)
-    return {**tokens.issue(user), "is_new_user": is_new_user, "user": user}
+    program = apps.get(args.get("appid"))
+    session = program.client.code2session(args["code"])
+    result = users.login(program.appid, session)
+    return {**tokens.issue(result.user), "is_new_user": result.is_new_user,
+            "is_new_account": result.is_new_account, "user": result.user}
 
 
 @blp.route("/refresh", methods=["POST"])
@@ -98,7 +105,8 @@ def session_state():
     ``false`` means encrypted data from the client will not decrypt: call ``wx.login`` and
     log in again before asking the user for encryptedData.
     """
-    client, user = wechat_client(), current_user
-    valid = access_tokens().call(
-        lambda token: client.check_session_key(token, user.openid, user.session_key))
+    user = current_user
+    program = apps.get(user.appid)
+    valid = program.tokens.call(
+        lambda token: program.client.check_session_key(token, user.openid, user.session_key))
     return {"session_key_valid": valid}

@@ -14,10 +14,13 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from .extensions import db
-from .models import User
+from . import apps
+from .models import Account, User
 from .schemas import ProfileSchema
 
 users_cli = AppGroup("users", help="Inspect and delete users.")
+accounts_cli = AppGroup("accounts", help="People across the company's mini-programs.")
+apps_cli = AppGroup("apps", help="The mini-programs this server serves.")
 wechat_cli = AppGroup("wechat", help="The built-in WeChat emulator.")
 
 
@@ -173,25 +176,53 @@ def _post_emulator(url: str, path: str, body: dict) -> dict:
     return response.json()
 
 
+def _token_state(program) -> str:
+    status = program.tokens.status()
+    if status is None:
+        return "no access_token cached (the next server API call fetches one)"
+    return (f"{status['kind']} access_token, fetched {status['age']} s ago, "
+            f"expires in {status['expires_in']} s")
+
+
 @wechat_cli.command("token")
 def wechat_token() -> None:
-    """Show the cached WeChat access_token's age and expiry (never the token)."""
-    from . import access_tokens
+    """Show each app's cached WeChat access_token: age and expiry (never the token)."""
+    for program in apps.configured().values():
+        click.echo(f"{program.appid}: {_token_state(program)}")
 
-    status = access_tokens().status()
-    appid = current_app.config["WECHAT_APPID"]
-    if status is None:
-        click.echo(f"{appid}: no access_token cached (the next server API call fetches one)")
-    else:
-        click.echo(f"{appid}: {status['kind']} access_token, fetched {status['age']} s ago, "
-                   f"expires in {status['expires_in']} s")
+
+@apps_cli.command("list")
+def apps_list() -> None:
+    """The configured mini-programs and their access_token state (never secrets)."""
+    rows = [[p.appid, p.name, "on" if p.content_check else "off",
+             "stable" if p.tokens.stable else "classic", _token_state(p)]
+            for p in apps.configured().values()]
+    click.echo(_table(["appid", "name", "content check", "token API", "access_token"], rows))
+
+
+@accounts_cli.command("show")
+@click.argument("account_id", type=int)
+def accounts_show(account_id: int) -> None:
+    """List the app users (one per mini-program) of account ID."""
+    account = db.session.get(Account, account_id)
+    if account is None:
+        raise click.ClickException(f"no account {account_id}")
+    click.echo(f"account {account.id}  unionid {_fmt(account.unionid)}  "
+               f"created {_fmt(account.created_at)} UTC")
+    users = db.session.execute(select(User).where(User.account_id == account.id)
+                               .order_by(User.created_at)).scalars()
+    names = {p.appid: p.name for p in apps.configured().values()}
+    rows = [[_fmt(u.id), u.appid, names.get(u.appid, "(not configured)"), u.openid,
+             _fmt(u.nickname), _fmt(u.created_at), _fmt(u.last_login_at)] for u in users]
+    click.echo(_table(["user id", "appid", "app", "openid", "nickname", "created (UTC)",
+                       "last login (UTC)"], rows))
 
 
 @wechat_cli.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8081, show_default=True, type=int)
-@click.option("--appid", help="AppID to accept [default: WECHAT_APPID or the emulator's]")
-@click.option("--secret", help="AppSecret to accept [default: WECHAT_SECRET or 'emulator-secret']")
+@click.option("--appid", help="AppID to accept [default: the configured apps, or the emulator's]")
+@click.option("--secret", help="AppSecret for --appid [default: 'emulator-secret']")
 def wechat_emulator(host: str, port: int, appid: str | None, secret: str | None) -> None:
     """Run the WeChat API emulator standalone."""
     from werkzeug.serving import run_simple
@@ -199,10 +230,12 @@ def wechat_emulator(host: str, port: int, appid: str | None, secret: str | None)
     from .wechat.emulator import DEFAULT_APPID, Emulator
 
     cfg = current_app.config
-    configured = not cfg["WECHAT_EMULATOR"]
-    appid = appid or (cfg["WECHAT_APPID"] if configured else DEFAULT_APPID)
-    secret = secret or (cfg["WECHAT_SECRET"] if configured else "emulator-secret")
-    emulator = Emulator({appid: secret})
+    if appid or cfg["WECHAT_EMULATOR"]:
+        accepted = {appid or DEFAULT_APPID: secret or "emulator-secret"}
+    else:  # the configured apps, with their secrets
+        accepted = {a: s["secret"] for a, s in cfg["WECHAT_APP_SETTINGS"].items()}
+    emulator = Emulator(accepted)
+    appid = next(iter(accepted))
     click.echo("Point the server at this emulator with:\n"
                f"  WECHAT_APPID={appid}\n  WECHAT_SECRET=<the secret you chose>\n"
                f"  WECHAT_API_BASE=http://{host}:{port}\n")

@@ -47,6 +47,8 @@ PROBLEMS: dict[str, ProblemKind] = {
     kind.code: kind
     for kind in (
         ProblemKind(400, "invalid_request", "Invalid request"),
+        ProblemKind(400, "unknown_app", "Unknown mini-program",
+                    "Send the appid of one of the mini-programs this server serves."),
         ProblemKind(404, "not_found", "Not found"),
         ProblemKind(405, "method_not_allowed", "Method not allowed"),
         ProblemKind(413, "payload_too_large", "Request body too large"),

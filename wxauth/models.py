@@ -8,7 +8,7 @@ import logging
 
 from cryptography.fernet import InvalidToken
 from flask import current_app
-from sqlalchemy import DateTime, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Integer, SmallInteger, String, UniqueConstraint
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -75,8 +75,25 @@ class EncryptedSessionKey(TypeDecorator):
 UTF8MB4 = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 
 
+class Account(db.Model):
+    """One person across the company's mini-programs: the app users sharing a unionid.
+
+    ``unionid`` is set once WeChat reveals it (mini-program bound to the Open Platform).
+    """
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("unionid", name="uq_accounts_unionid"), UTF8MB4)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unionid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Account {self.id} {self.unionid or '-'}>"
+
+
 class User(db.Model):
-    """One person in one mini-program: unique per (appid, openid).
+    """One person in one mini-program: unique per (appid, openid); belongs to one Account.
 
     ``session_key`` is WeChat's base64 text; it never leaves the server and is stored
     encrypted (`EncryptedSessionKey`).
@@ -87,6 +104,8 @@ class User(db.Model):
     __table_args__ = (UniqueConstraint("appid", "openid", name="uq_users_appid_openid"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", name="fk_users_account_id"),
+                                            index=True)
     appid: Mapped[str] = mapped_column(String(32))
     openid: Mapped[str] = mapped_column(String(64))
     unionid: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -7,7 +7,7 @@ import logging
 from flask import current_app, request, url_for
 from flask_jwt_extended import current_user, jwt_required
 
-from . import access_tokens, users, wechat_client
+from . import apps, users
 from .avatars import process_avatar
 from .errors import AUTH_CODES, Problem, documents_problems
 from .schemas import (AvatarUploadSchema, Blueprint, EncryptedProfileSchema, PhoneSchema,
@@ -29,10 +29,10 @@ WECHAT_PROBLEMS = ("wechat_rate_limited", "wechat_busy", "wechat_bad_response",
 def session_key_is_current(user) -> bool | None:
     """Ask WeChat (checkSessionKey) whether the stored session_key is current; None when
     WeChat could not tell."""
-    client = wechat_client()
+    program = apps.get(user.appid)
     try:
-        return access_tokens().call(
-            lambda token: client.check_session_key(token, user.openid, user.session_key))
+        return program.tokens.call(
+            lambda token: program.client.check_session_key(token, user.openid, user.session_key))
     except (WeChatError, LockTimeout) as exc:
         log.info("checkSessionKey unavailable after decrypt_failed: %s", exc)
         return None
@@ -82,7 +82,7 @@ def post_encrypted_profile(args):
     try:
         return users.apply_encrypted_user_info(
             current_user,
-            appid=cfg["WECHAT_APPID"],
+            appid=current_user.appid,
             encrypted_data=args["encryptedData"],
             iv=args["iv"],
             raw_data=args.get("rawData"),
@@ -106,11 +106,11 @@ def patch_profile(args):
     With ``WECHAT_CONTENT_CHECK=1`` a new nickname goes through WeChat's msgSecCheck v2
     (scene 1): ``risky`` → 422 ``content_rejected``; ``review`` is accepted and logged.
     """
-    nickname = args.get("nickname")
-    if nickname and current_app.config["WECHAT_CONTENT_CHECK"]:
-        client, user = wechat_client(), current_user
-        suggest = access_tokens().call(
-            lambda token: client.msg_sec_check(token, user.openid, nickname, scene=1))
+    nickname, user = args.get("nickname"), current_user
+    program = apps.get(user.appid)
+    if nickname and program.content_check:
+        suggest = program.tokens.call(
+            lambda token: program.client.msg_sec_check(token, user.openid, nickname, scene=1))
         if suggest == "risky":
             raise Problem("content_rejected", "WeChat's content check rejected this nickname")
         if suggest == "review":
@@ -133,24 +133,26 @@ def bind_phone(args):
     getPhoneNumber with the app's access_token) or, old style, ``{"encryptedData", "iv"}``
     (decrypted with the session_key like the profile). The watermark must name this app.
     """
-    cfg, user, client = current_app.config, current_user, wechat_client()
+    cfg, user = current_app.config, current_user
+    program = apps.get(user.appid)
     if "code" in args:
         code = args["code"]
         try:
-            info = access_tokens().call(lambda token: client.get_phone_number(token, code))
+            info = program.tokens.call(
+                lambda token: program.client.get_phone_number(token, code))
         except InvalidCode as exc:
             raise Problem("invalid_code", (
                 f"WeChat rejected the phone code ({exc}). It must be e.detail.code from "
                 '<button open-type="getPhoneNumber"> (base library 2.21.2 or later), used '
                 "within 5 minutes and only once; a wx.login code is not a phone code"),
                 errcode=exc.errcode) from None
-        crypto.check_watermark({"watermark": info.watermark}, cfg["WECHAT_APPID"], 0)
+        crypto.check_watermark({"watermark": info.watermark}, user.appid, 0)
     else:
         try:
             data = crypto.decrypt(user.session_key, args["encryptedData"], args["iv"])
         except crypto.DecryptError as exc:
             raise explain_decrypt_failure(user, exc) from None
-        crypto.check_watermark(data, cfg["WECHAT_APPID"], cfg["WECHAT_WATERMARK_MAX_AGE"])
+        crypto.check_watermark(data, user.appid, cfg["WECHAT_WATERMARK_MAX_AGE"])
         try:
             info = phone_info_from(data)
         except WeChatBadResponse:

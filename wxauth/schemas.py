@@ -11,6 +11,8 @@ from flask_smorest import Blueprint as _Blueprint
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
+from .users import app_count
+
 GENDERS = (0, 1, 2)  # WeChat: 0 unknown, 1 male, 2 female
 
 # Printable text only: control characters (NUL above all, which PostgreSQL refuses) are 400s.
@@ -88,12 +90,21 @@ class LoginSchema(ma.Schema):
 
     code = fields.String(required=True, validate=[validate.Length(min=1, max=128), _PRINTABLE],
                          metadata={"description": "the code from wx.login()"})
+    appid = fields.String(validate=[validate.Length(min=1, max=32), _PRINTABLE], metadata={
+        "description": "which mini-program (wx.getAccountInfoSync().miniProgram.appId); "
+                       "required when the server serves several"})
 
 
 class ProfileSchema(ma.Schema):
     """`<profile>`: what the client may see of a user (never the session_key)."""
 
     id = fields.Integer(required=True)
+    account_id = fields.Integer(required=True, metadata={
+        "description": "the person across the company's mini-programs (one per unionid)"})
+    is_new_account = fields.Method("_is_new_account", metadata={
+        "type": "boolean",
+        "description": "true while this is the only one of the company's mini-programs the "
+                       "person has used"})
     nickname = fields.String(allow_none=True)
     avatar_url = fields.String(allow_none=True)
     gender = fields.Integer(metadata={"description": "0 unknown, 1 male, 2 female"})
@@ -108,6 +119,9 @@ class ProfileSchema(ma.Schema):
     created_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
     updated_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
 
+    def _is_new_account(self, user) -> bool:
+        return app_count(user.account_id) == 1
+
 
 class TokenPairSchema(ma.Schema):
     access_token = fields.String(required=True)
@@ -119,7 +133,10 @@ class TokenPairSchema(ma.Schema):
 
 
 class LoginResultSchema(TokenPairSchema):
-    is_new_user = fields.Boolean(required=True)
+    is_new_user = fields.Boolean(required=True, metadata={
+        "description": "first login of this user in this mini-program"})
+    is_new_account = fields.Boolean(required=True, metadata={
+        "description": "first time this person is seen in any of the company's mini-programs"})
     user = fields.Nested(ProfileSchema, required=True)
 
 

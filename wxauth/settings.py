@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from config import ConfigError
 
+from .apps import parse_apps
 from .keyring import SessionKeyCipher
 
 JWT_KEY_FILE = "jwt-secret.key"
@@ -78,14 +79,12 @@ def apply(app: Flask) -> None:
     except ValueError as exc:
         raise ConfigError(f"TRUSTED_PROXIES is malformed: {exc}") from None
 
-    appid, secret = cfg.get("WECHAT_APPID"), cfg.get("WECHAT_SECRET")
-    if appid and not secret:
-        raise ConfigError("WECHAT_SECRET is not set (WECHAT_APPID is)")
-    if not appid:
+    cfg["WECHAT_APP_SETTINGS"] = parse_apps(cfg)
+    if not cfg["WECHAT_APP_SETTINGS"]:
         if production:
             raise ConfigError(
-                "WECHAT_APPID is not set: production needs WECHAT_APPID and WECHAT_SECRET "
-                "(set FLASK_DEBUG=1 for development with the built-in emulator)"
+                "WECHAT_APPID is not set: production needs WECHAT_APPID and WECHAT_SECRET, or "
+                "WECHAT_APPS (set FLASK_DEBUG=1 for development with the built-in emulator)"
             )
         cfg["WECHAT_EMULATOR"] = True
     else:

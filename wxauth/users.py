@@ -1,19 +1,24 @@
-"""Login and profile logic on the `User` model."""
+"""Login and profile logic on the `User` and `Account` models."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, NoResultFound
 
+from . import signals
 from .extensions import db
-from .models import User, utcnow
+from .models import Account, User, utcnow
 from .wechat import crypto
 from .wechat.client import Code2SessionResult
+
+log = logging.getLogger(__name__)
 
 # WeChat's anonymous placeholders since 2022 (getUserProfile): never stored over real data.
 ANONYMOUS_NICKNAME = "微信用户"
@@ -32,75 +37,157 @@ USER_INFO_FIELDS = {
 
 
 # Transient conflicts worth one more try: MySQL/MariaDB deadlock and lock wait timeout
-# (InnoDB can deadlock two concurrent upserts of one key), PostgreSQL deadlock/serialization.
+# (InnoDB can deadlock two concurrent upserts of one key), PostgreSQL deadlock/serialization,
+# and a row another transaction deleted under us (an account merged away).
 _RETRY_MYSQL_ERRORS = {1213, 1205}
 _RETRY_SQLSTATES = {"40P01", "40001"}
-UPSERT_ATTEMPTS = 5
+LOGIN_ATTEMPTS = 6
 
 
-def _is_transient(exc: DBAPIError) -> bool:
-    orig = exc.orig
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, NoResultFound):
+        return True
+    orig = getattr(exc, "orig", None)
     if getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES:
         return True
     args = getattr(orig, "args", ())
     return bool(args) and args[0] in _RETRY_MYSQL_ERRORS
 
 
-def upsert_login(appid: str, session: Code2SessionResult) -> tuple[User, bool]:
-    """Insert or update the user of a successful code2Session, race-free, and commit.
+@dataclass
+class LoginResult:
+    user: User
+    is_new_user: bool  # first login of this openid in this app
+    account: Account
+    is_new_account: bool  # first time this person is seen in any app
+    merged_account_id: int | None = None  # an account folded into `account` by this login
 
-    One ``INSERT … ON CONFLICT (appid, openid) DO UPDATE`` (``ON DUPLICATE KEY UPDATE`` on
-    MySQL/MariaDB): simultaneous first logins of one openid make one row and all succeed.
-    The new session_key replaces the old; a unionid is kept when WeChat omits it. A deadlock
-    the database reports is retried (a few times, with jitter).
 
-    Returns:
-        (user, is_new_user): is_new_user is true for exactly one of simultaneous first logins.
+def login(appid: str, session: Code2SessionResult) -> LoginResult:
+    """Record a successful code2Session: upsert the app user and attach it to its account.
+
+    - A unionid that matches an account links the new app user to it; no unionid: an account
+      of its own; a unionid that arrives later merges the user's account with the unionid's
+      account, keeping the older one.
+    - Race-free: ``INSERT … ON CONFLICT`` (``ON DUPLICATE KEY UPDATE`` on MySQL) for the user
+      and for the unionid's account, row locks around a merge, and the whole transaction
+      retried when the database reports a deadlock or a row vanished under it.
+    - Commits, then sends the signals `user_created`, `account_created`, `accounts_merged`.
     """
-    for attempt in range(UPSERT_ATTEMPTS):
+    for attempt in range(LOGIN_ATTEMPTS):
         try:
-            return _upsert_login(appid, session)
-        except DBAPIError as exc:
+            result = _login(appid, session)
+            break
+        except (DBAPIError, NoResultFound) as exc:
             db.session.rollback()
-            if attempt + 1 == UPSERT_ATTEMPTS or not _is_transient(exc):
+            if attempt + 1 == LOGIN_ATTEMPTS or not _is_transient(exc):
                 raise
             time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
-    raise AssertionError("unreachable")
+    signals.send_after_login(result)
+    return result
 
 
-def _upsert_login(appid: str, session: Code2SessionResult) -> tuple[User, bool]:
-    now = utcnow()
-    table = User.__table__
-    values = dict(appid=appid, openid=session.openid, unionid=session.unionid,
-                  session_key=session.session_key, gender=0,
-                  created_at=now, updated_at=now, last_login_at=now)
+def _insert(table):
     dialect = db.session.get_bind().dialect.name
     if dialect in ("mysql", "mariadb"):
-        stmt = mysql.insert(table).values(**values)
-        stmt = stmt.on_duplicate_key_update(
-            session_key=stmt.inserted.session_key,
-            last_login_at=stmt.inserted.last_login_at,
-            unionid=func.coalesce(stmt.inserted.unionid, table.c.unionid),
-        )
+        return dialect, mysql.insert(table)
+    return dialect, (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _login(appid: str, session: Code2SessionResult) -> LoginResult:
+    now = utcnow()
+    unionid = session.unionid
+    union_account, union_created = None, False
+    if unionid:
+        dialect, stmt = _insert(Account.__table__)
+        stmt = stmt.values(unionid=unionid, created_at=now)
+        if dialect in ("mysql", "mariadb"):
+            stmt = stmt.on_duplicate_key_update(id=Account.__table__.c.id)  # no-op
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["unionid"])
+        db.session.execute(stmt)
+        union_account = db.session.execute(
+            select(Account).where(Account.unionid == unionid).with_for_update()
+            .execution_options(populate_existing=True)).scalar_one()
+        union_created = union_account.created_at == now
+
+    user = db.session.execute(
+        select(User).where(User.appid == appid, User.openid == session.openid)
+        .with_for_update().execution_options(populate_existing=True)).scalar_one_or_none()
+    if user is None:
+        return _first_login(appid, session, now, union_account, union_created)
+
+    user.session_key = session.session_key
+    user.last_login_at = now
+    if unionid:
+        user.unionid = unionid
+    account = db.session.get(Account, user.account_id, with_for_update=True)
+    merged = None
+    if union_account is not None and union_account.id != account.id:
+        account, merged = _merge(account, union_account, unionid)
+    db.session.commit()
+    return LoginResult(user, False, account, False, merged)
+
+
+def _first_login(appid, session, now, union_account, union_created) -> LoginResult:
+    if union_account is not None:
+        account, account_new = union_account, union_created
     else:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(table).values(**values)
+        account, account_new = Account(created_at=now), True
+        db.session.add(account)
+        db.session.flush()
+    dialect, stmt = _insert(User.__table__)
+    table = User.__table__
+    stmt = stmt.values(appid=appid, openid=session.openid, unionid=session.unionid,
+                       account_id=account.id, session_key=session.session_key, gender=0,
+                       created_at=now, updated_at=now, last_login_at=now)
+    if dialect in ("mysql", "mariadb"):
+        stmt = stmt.on_duplicate_key_update(
+            session_key=stmt.inserted.session_key, last_login_at=stmt.inserted.last_login_at,
+            unionid=func.coalesce(stmt.inserted.unionid, table.c.unionid))
+    else:
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.appid, table.c.openid],
-            set_=dict(
-                session_key=stmt.excluded.session_key,
-                last_login_at=stmt.excluded.last_login_at,
-                unionid=func.coalesce(stmt.excluded.unionid, table.c.unionid),
-            ),
-        )
+            set_=dict(session_key=stmt.excluded.session_key,
+                      last_login_at=stmt.excluded.last_login_at,
+                      unionid=func.coalesce(stmt.excluded.unionid, table.c.unionid)))
     db.session.execute(stmt)
     user = db.session.execute(
         select(User).where(User.appid == appid, User.openid == session.openid)
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+        .execution_options(populate_existing=True)).scalar_one()
+    is_new_user = user.created_at == now  # our insert won; an update kept the older value
+    if user.account_id != account.id:
+        # Another first login of this openid won the race: use its account, drop ours.
+        if account_new and union_account is None:
+            db.session.delete(account)
+        account, account_new = db.session.get(Account, user.account_id), False
     db.session.commit()
-    # Our insert set created_at = now; an update left the older value in place.
-    return user, user.created_at == now
+    return LoginResult(user, is_new_user, account, account_new)
+
+
+def _merge(account: Account, union_account: Account, unionid: str):
+    """Fold two accounts of one person into the older; returns (kept, merged-away id)."""
+    if account.unionid not in (None, unionid):
+        log.warning("not merging account %s (unionid differs) into %s", account.id,
+                    union_account.id)
+        return account, None
+    keep, drop = sorted((account, union_account), key=lambda a: (a.created_at, a.id))
+    db.session.execute(update(User).where(User.account_id == drop.id)
+                       .values(account_id=keep.id).execution_options(synchronize_session=False))
+    db.session.delete(drop)
+    db.session.flush()  # frees the unionid for `keep`
+    keep.unionid = unionid
+    db.session.flush()
+    for user in db.session.identity_map.values():
+        if isinstance(user, User) and user.account_id == drop.id:
+            user.account_id = keep.id
+    return keep, drop.id
+
+
+def app_count(account_id: int) -> int:
+    """How many app users (mini-programs) the account has."""
+    return db.session.scalar(select(func.count()).select_from(User)
+                             .where(User.account_id == account_id))
 
 
 def find_user(appid: str, openid: str) -> User | None:
