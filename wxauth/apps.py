@@ -49,7 +49,7 @@ def parse_apps(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if raw:
         if isinstance(raw, str):
             text = raw.strip()
-            if not text.startswith("{"):
+            if not text.startswith(("{", "[")):  # else: a file path
                 try:
                     text = Path(text).read_text()
                 except OSError as exc:
