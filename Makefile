@@ -1,11 +1,12 @@
 # `make run`: a development server with the built-in WeChat emulator on http://127.0.0.1:$(PORT)
-# `make test`: the whole test suite (SQLite; more databases with TEST_DATABASE_URLS)
+# `make test`: the whole test suite (SQLite; more databases with TEST_DATABASE_URLS), then the
+#              mini-program helper's tests with node when it is installed
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 5000
 BIN     = $(VENV)/bin
 
-.PHONY: run test install clean
+.PHONY: run test install clean miniprogram-example
 
 install: $(VENV)/.installed
 
@@ -23,6 +24,18 @@ run: install .env
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if command -v node >/dev/null 2>&1; then \
+		echo "--- mini-program helper (node --test) ---"; \
+		WXAUTH_PYTHON="$(abspath $(BIN))/python" node --test --test-reporter=spec miniprogram/test/*.test.js; \
+	elif [ -n "$$REQUIRE_NODE" ]; then \
+		echo "node is required for the mini-program tests (REQUIRE_NODE is set)"; exit 1; \
+	else \
+		echo "*** node not found: SKIPPING the mini-program tests (miniprogram/test) ***"; \
+	fi
+
+miniprogram-example:
+	mkdir -p miniprogram/example/utils
+	cp miniprogram/wxauth.js miniprogram/example/utils/wxauth.js
 
 clean:
 	rm -rf $(VENV) .pytest_cache

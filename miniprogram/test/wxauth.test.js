@@ -1,0 +1,164 @@
+/**
+ * wxauth.js against the real server and its emulator on loopback (node --test, Node 20).
+ */
+'use strict';
+
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { after, before, describe, test } = require('node:test');
+
+const { createClient, WxAuthError } = require('../wxauth.js');
+const { createWx } = require('./wx-shim.js');
+const { startServer, emulatorPost } = require('./server.js');
+
+let server;
+let shortServer; // access tokens live 2 s there
+let counter = 0;
+
+before(async () => {
+  [server, shortServer] = await Promise.all([
+    startServer(), startServer({ JWT_ACCESS_TOKEN_EXPIRES: '2' })]);
+});
+
+after(() => {
+  if (server) server.stop();
+  if (shortServer) shortServer.stop();
+});
+
+function setup(target = server, shimOptions = {}) {
+  counter += 1;
+  const openid = `o-node-${process.pid}-${counter}`;
+  const wx = createWx(Object.assign({ emulatorUrl: target.emulatorUrl, openid }, shimOptions));
+  const client = createClient({ baseUrl: target.url, wx });
+  const logins = () => wx.calls.requests.filter((r) => r.url === '/auth/login').length;
+  return { wx, client, openid, logins, target };
+}
+
+describe('login and requests', () => {
+  test('login, then the profile', async () => {
+    const { client, wx } = setup();
+    const body = await client.login();
+    assert.equal(body.is_new_user, true);
+    assert.equal(body.token_type, 'Bearer');
+    assert.ok(wx.getStorageSync('wxauth').accessToken);
+    const profile = await client.request({ url: '/profile' });
+    assert.equal(profile.id, body.user.id);
+  });
+
+  test('10 concurrent requests on a cold start make exactly one login', async () => {
+    const { client, wx, logins } = setup();
+    const profiles = await Promise.all(
+      Array.from({ length: 10 }, () => client.request({ url: '/profile' })));
+    assert.equal(new Set(profiles.map((p) => p.id)).size, 1);
+    assert.equal(wx.calls.login, 1);
+    assert.equal(logins(), 1);
+  });
+
+  test('problem+json errors reach the caller with their code', async () => {
+    const { client } = setup();
+    await assert.rejects(client.request({ url: '/profile', method: 'PATCH', data: { gender: 9 } }),
+      (err) => err instanceof WxAuthError && err.code === 'invalid_request' && err.status === 400
+        && err.body.errors.gender !== undefined);
+    await assert.rejects(client.request({ url: '/nope' }), (err) => err.code === 'not_found');
+  });
+
+  test('an expired token is renewed once and the call succeeds', async () => {
+    const { client, wx, logins } = setup(shortServer);
+    await client.login();
+    await new Promise((r) => setTimeout(r, 3000));
+    const profile = await client.request({ url: '/profile' });
+    assert.ok(profile.id);
+    assert.equal(logins(), 1); // renewed through the refresh token, no new wx.login
+    assert.equal(wx.calls.requests.filter((r) => r.url === '/auth/refresh').length, 1);
+  });
+
+  test('a revoked token is renewed once and the call succeeds', async () => {
+    const { client, wx, logins, target } = setup();
+    await client.login();
+    const { accessToken } = wx.getStorageSync('wxauth');
+    const out = await fetch(`${target.url}/auth/logout`, {
+      method: 'POST', headers: { Authorization: `Bearer ${accessToken}` } });
+    assert.equal(out.status, 204);
+    const profile = await client.request({ url: '/profile' });
+    assert.ok(profile.id);
+    assert.equal(logins(), 2); // the refresh token was revoked too: a new login
+  });
+
+  test('a persistent 401 rejects instead of looping', async () => {
+    const { client, wx } = setup(server, { corruptToken: true });
+    await assert.rejects(client.request({ url: '/profile' }),
+      (err) => err.code === 'token_invalid' && err.status === 401);
+    assert.equal(wx.calls.requests.filter((r) => r.url === '/profile').length, 2);
+  });
+
+  test('logout forgets the state and revokes the tokens', async () => {
+    const { client, wx, target } = setup();
+    await client.login();
+    const { accessToken } = wx.getStorageSync('wxauth');
+    await client.logout();
+    assert.equal(wx.getStorageSync('wxauth'), '');
+    const r = await fetch(`${target.url}/profile`, { headers: { Authorization: `Bearer ${accessToken}` } });
+    assert.equal(r.status, 401);
+  });
+});
+
+describe('encrypted data, phone, avatar', () => {
+  test('updateProfile sends e.detail', async () => {
+    const { client, openid } = setup();
+    await client.prepareForEncryptedData();
+    const detail = await emulatorPost(server.emulatorUrl, '/dev/encrypt',
+      { openid, data: { nickName: 'Node', gender: 1 } });
+    const profile = await client.updateProfile(detail);
+    assert.equal(profile.nickname, 'Node');
+  });
+
+  test('decrypt after a session_key rotation asks to ask again', async () => {
+    const { client, openid, wx } = setup();
+    await client.login();
+    const detail = await emulatorPost(server.emulatorUrl, '/dev/encrypt',
+      { openid, data: { nickName: 'Stale' } });
+    await client.login(); // a second wx.login rotated the session_key
+    await assert.rejects(client.updateProfile(detail),
+      (err) => err.code === 'decrypt_failed' && err.askAgain === true);
+    const fresh = await emulatorPost(server.emulatorUrl, '/dev/encrypt',
+      { openid, data: { nickName: 'Fresh' } });
+    assert.equal((await client.updateProfile(fresh)).nickname, 'Fresh');
+    assert.equal(wx.calls.login, 3); // the helper logged in again after decrypt_failed
+  });
+
+  test('an expired WeChat session logs in before sending and asks again', async () => {
+    const { client, openid, wx } = setup();
+    await client.login();
+    const detail = await emulatorPost(server.emulatorUrl, '/dev/encrypt',
+      { openid, data: { nickName: 'Old session' } });
+    wx.expireSession();
+    await assert.rejects(client.updateProfile(detail), (err) => err.askAgain === true);
+    assert.equal(wx.calls.login, 2);
+  });
+
+  test('bindPhone with the button code', async () => {
+    const { client, openid } = setup();
+    await client.login();
+    const { code } = await emulatorPost(server.emulatorUrl, '/dev/phone-code',
+      { openid, phone: '13512345678' });
+    const profile = await client.bindPhone({ code, errMsg: 'getPhoneNumber:ok' });
+    assert.equal(profile.pure_phone_number, '13512345678');
+    await assert.rejects(client.bindPhone({ code }), (err) => err.code === 'invalid_code');
+  });
+
+  test('uploadAvatar sends the chooseAvatar file', async () => {
+    const { client, wx } = setup();
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'avatar-')), 'tmp_avatar.png');
+    fs.writeFileSync(file, Buffer.from(
+      'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
+      'base64'));
+    const profile = await client.uploadAvatar(file);
+    assert.match(profile.avatar_url, /\/media\/avatars\/[0-9a-f]+\.png$/);
+    assert.equal(wx.calls.uploads, 1);
+    const notImage = `${file}.txt`;
+    fs.writeFileSync(notImage, 'hello');
+    await assert.rejects(client.uploadAvatar(notImage), (err) => err.code === 'invalid_image');
+  });
+});
