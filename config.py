@@ -52,6 +52,7 @@ class Config:
     WECHAT_APPS = env_str("WECHAT_APPS")  # several apps: JSON or a JSON file (wxauth/apps.py)
     WECHAT_API_BASE = env_str("WECHAT_API_BASE", "https://api.weixin.qq.com")
     WECHAT_TIMEOUT = env_number("WECHAT_TIMEOUT", 5.0)  # seconds, per upstream call
+    WECHAT_PROXY = env_str("WECHAT_PROXY")  # egress proxy for WeChat calls, e.g. http://proxy:3128
     WECHAT_BUSY_RETRIES = env_number("WECHAT_BUSY_RETRIES", 2, int)  # extra tries on errcode -1
     WECHAT_WATERMARK_MAX_AGE = env_number("WECHAT_WATERMARK_MAX_AGE", 600, int)  # seconds; 0 = off
     WECHAT_TOKEN_API = env_str("WECHAT_TOKEN_API", "stable")  # stable | classic

@@ -87,7 +87,8 @@ def register_wechat(app: Flask) -> None:
     """A WeChatClient and an AccessTokenManager per mini-program; in emulator mode the
     built-in emulator is mounted and plays the one app."""
     cfg = app.config
-    options = dict(timeout=cfg["WECHAT_TIMEOUT"], busy_retries=cfg["WECHAT_BUSY_RETRIES"])
+    options = dict(timeout=cfg["WECHAT_TIMEOUT"], busy_retries=cfg["WECHAT_BUSY_RETRIES"],
+                   proxy=cfg["WECHAT_PROXY"])
     settings_by_app = dict(cfg["WECHAT_APP_SETTINGS"])
     session = None
     base_url = cfg["WECHAT_API_BASE"]

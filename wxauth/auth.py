@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_jwt_extended import current_user, get_jwt, jwt_required
+from flask_jwt_extended import get_current_user, get_jwt, jwt_required
 
 from . import apps, tokens, users
 from .errors import AUTH_CODES, Problem, documents_problems
@@ -79,7 +79,7 @@ def refresh():
     """
     payload = get_jwt()
     tokens.claim_refresh(payload)
-    return tokens.issue(current_user, family=payload["fam"])
+    return tokens.issue(get_current_user(), family=payload["fam"])
 
 
 @blp.route("/logout", methods=["POST"])
@@ -105,7 +105,7 @@ def session_state():
     ``false`` means encrypted data from the client will not decrypt: call ``wx.login`` and
     log in again before asking the user for encryptedData.
     """
-    user = current_user
+    user = get_current_user()
     program = apps.get(user.appid)
     valid = program.tokens.call(
         lambda token: program.client.check_session_key(token, user.openid, user.session_key))

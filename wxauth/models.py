@@ -8,9 +8,10 @@ import logging
 
 from cryptography.fernet import InvalidToken
 from flask import current_app
-from sqlalchemy import DateTime, ForeignKey, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy import (DateTime, ForeignKey, Integer, SmallInteger, String, UniqueConstraint,
+                        func, select)
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .extensions import db
@@ -109,7 +110,8 @@ class User(db.Model):
     appid: Mapped[str] = mapped_column(String(32))
     openid: Mapped[str] = mapped_column(String(64))
     unionid: Mapped[str | None] = mapped_column(String(64), index=True)
-    session_key: Mapped[str] = mapped_column(EncryptedSessionKey)
+    # Loaded (and decrypted) only when used: most requests never need it.
+    session_key: Mapped[str] = mapped_column(EncryptedSessionKey, deferred=True)
 
     nickname: Mapped[str | None] = mapped_column(String(64))
     avatar_url: Mapped[str | None] = mapped_column(String(512))
@@ -130,3 +132,14 @@ class User(db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.appid}/{self.openid}>"
+
+
+# How many app users the user's account has, loaded with the user (one query, no extra
+# round trip): `<profile>.is_new_account` is true while it is 1.
+_siblings = User.__table__.alias("siblings")
+User.app_count = column_property(
+    select(func.count()).select_from(_siblings)
+    .where(_siblings.c.account_id == User.__table__.c.account_id)
+    .correlate_except(_siblings).scalar_subquery(),
+    deferred=False,
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import current_app, request, url_for
-from flask_jwt_extended import current_user, jwt_required
+from flask_jwt_extended import get_current_user, jwt_required
 
 from . import apps, users
 from .avatars import process_avatar
@@ -60,7 +60,7 @@ def explain_decrypt_failure(user, exc: crypto.DecryptError) -> Problem:
 @blp.doc(security=[{"bearerAuth": []}])
 def get_profile():
     """The logged-in user's profile."""
-    return current_user
+    return get_current_user()
 
 
 @blp.route("", methods=["POST"])
@@ -81,8 +81,8 @@ def post_encrypted_profile(args):
     cfg = current_app.config
     try:
         return users.apply_encrypted_user_info(
-            current_user,
-            appid=current_user.appid,
+            get_current_user(),
+            appid=get_current_user().appid,
             encrypted_data=args["encryptedData"],
             iv=args["iv"],
             raw_data=args.get("rawData"),
@@ -90,7 +90,7 @@ def post_encrypted_profile(args):
             watermark_max_age=cfg["WECHAT_WATERMARK_MAX_AGE"],
         )
     except crypto.DecryptError as exc:
-        raise explain_decrypt_failure(current_user, exc) from None
+        raise explain_decrypt_failure(get_current_user(), exc) from None
 
 
 @blp.route("", methods=["PATCH"])
@@ -106,7 +106,7 @@ def patch_profile(args):
     With ``WECHAT_CONTENT_CHECK=1`` a new nickname goes through WeChat's msgSecCheck v2
     (scene 1): ``risky`` → 422 ``content_rejected``; ``review`` is accepted and logged.
     """
-    nickname, user = args.get("nickname"), current_user
+    nickname, user = args.get("nickname"), get_current_user()
     program = apps.get(user.appid)
     if nickname and program.content_check:
         suggest = program.tokens.call(
@@ -116,7 +116,7 @@ def patch_profile(args):
         if suggest == "review":
             log.warning("nickname of user %s accepted pending review (msgSecCheck: review)",
                         user.id)
-    return users.update_profile(current_user, args)
+    return users.update_profile(get_current_user(), args)
 
 
 @blp.route("/phone", methods=["POST"])
@@ -133,7 +133,7 @@ def bind_phone(args):
     getPhoneNumber with the app's access_token) or, old style, ``{"encryptedData", "iv"}``
     (decrypted with the session_key like the profile). The watermark must name this app.
     """
-    cfg, user = current_app.config, current_user
+    cfg, user = current_app.config, get_current_user()
     program = apps.get(user.appid)
     if "code" in args:
         code = args["code"]
@@ -194,4 +194,4 @@ def upload_avatar(args):
     current_app.extensions["storage"].save(name, encoded)
     base = cfg.get("MEDIA_BASE_URL")
     url = f"{base.rstrip('/')}/{name}" if base else url_for("media", name=name, _external=True)
-    return users.update_profile(current_user, {"avatar_url": url})
+    return users.update_profile(get_current_user(), {"avatar_url": url})

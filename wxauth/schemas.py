@@ -11,8 +11,6 @@ from flask_smorest import Blueprint as _Blueprint
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
-from .users import app_count
-
 GENDERS = (0, 1, 2)  # WeChat: 0 unknown, 1 male, 2 female
 
 # Printable text only: control characters (NUL above all, which PostgreSQL refuses) are 400s.
@@ -120,7 +118,7 @@ class ProfileSchema(ma.Schema):
     updated_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
 
     def _is_new_account(self, user) -> bool:
-        return app_count(user.account_id) == 1
+        return user.app_count == 1
 
 
 class TokenPairSchema(ma.Schema):

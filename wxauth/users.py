@@ -6,11 +6,13 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, NoResultFound
+from sqlalchemy.orm import undefer
 
 from . import signals
 from .extensions import db
@@ -42,6 +44,9 @@ USER_INFO_FIELDS = {
 _RETRY_MYSQL_ERRORS = {1213, 1205}
 _RETRY_SQLSTATES = {"40P01", "40001"}
 LOGIN_ATTEMPTS = 6
+# last_login_at is kept to this precision: a returning login within it writes nothing
+# when the session_key and unionid are unchanged.
+LAST_LOGIN_RESOLUTION = timedelta(seconds=60)
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -58,7 +63,7 @@ def _is_transient(exc: Exception) -> bool:
 class LoginResult:
     user: User
     is_new_user: bool  # first login of this openid in this app
-    account: Account
+    account: Account | None  # the person's account (None: not looked at, nothing new)
     is_new_account: bool  # first time this person is seen in any app
     merged_account_id: int | None = None  # an account folded into `account` by this login
 
@@ -113,17 +118,25 @@ def _login(appid: str, session: Code2SessionResult) -> LoginResult:
 
     user = db.session.execute(
         select(User).where(User.appid == appid, User.openid == session.openid)
-        .with_for_update().execution_options(populate_existing=True)).scalar_one_or_none()
+        .options(undefer(User.session_key)).with_for_update()
+        .execution_options(populate_existing=True)).scalar_one_or_none()
     if user is None:
         return _first_login(appid, session, now, union_account, union_created)
 
+    merge_needed = union_account is not None and union_account.id != user.account_id
+    unchanged = (user.session_key == session.session_key
+                 and (not unionid or user.unionid == unionid) and not merge_needed
+                 and now - user.last_login_at < LAST_LOGIN_RESOLUTION)
+    if unchanged:  # a returning user whose data did not change: nothing to write
+        db.session.commit()  # ends the read (and releases the row lock); writes nothing
+        return LoginResult(user, False, None, False)
     user.session_key = session.session_key
     user.last_login_at = now
     if unionid:
         user.unionid = unionid
-    account = db.session.get(Account, user.account_id, with_for_update=True)
-    merged = None
-    if union_account is not None and union_account.id != account.id:
+    account, merged = None, None
+    if merge_needed:
+        account = db.session.get(Account, user.account_id, with_for_update=True)
         account, merged = _merge(account, union_account, unionid)
     db.session.commit()
     return LoginResult(user, False, account, False, merged)
@@ -182,12 +195,6 @@ def _merge(account: Account, union_account: Account, unionid: str):
         if isinstance(user, User) and user.account_id == drop.id:
             user.account_id = keep.id
     return keep, drop.id
-
-
-def app_count(account_id: int) -> int:
-    """How many app users (mini-programs) the account has."""
-    return db.session.scalar(select(func.count()).select_from(User)
-                             .where(User.account_id == account_id))
 
 
 def find_user(appid: str, openid: str) -> User | None:
