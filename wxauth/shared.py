@@ -17,8 +17,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import redis
-
 
 class LockTimeout(Exception):
     """The lock could not be taken within the wait given."""
@@ -134,6 +132,9 @@ class RedisStore(SharedStore):
     backend = "redis"
 
     def __init__(self, url: str, prefix: str = "wxauth:", *, socket_timeout: float = 2.0):
+        import redis  # only when Redis is used: it weighs ~10 MB per worker
+
+        self._errors = redis.exceptions
         self.prefix = prefix
         self.redis = redis.Redis.from_url(url, decode_responses=True,
                                           socket_timeout=socket_timeout,
@@ -174,13 +175,13 @@ class RedisStore(SharedStore):
         finally:
             try:
                 lock.release()
-            except redis.exceptions.LockError:
+            except self._errors.LockError:
                 pass  # expired while held: someone else may hold it now, leave it
 
     def ping(self):
         try:
             return bool(self.redis.ping())
-        except redis.RedisError:
+        except self._errors.RedisError:
             return False
 
 
