@@ -6,7 +6,7 @@ VENV   ?= .venv
 PORT   ?= 5000
 BIN     = $(VENV)/bin
 
-.PHONY: run test install clean miniprogram-example
+.PHONY: run test install clean miniprogram-example bench
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ test: install
 	else \
 		echo "*** node not found: SKIPPING the mini-program tests (miniprogram/test) ***"; \
 	fi
+
+# The login-path benchmark (bench/run.py); installs wrk from Debian's packages when missing.
+bench: install
+	@command -v wrk >/dev/null 2>&1 || (apt-get install -y wrk || sudo apt-get install -y wrk)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 miniprogram-example:
 	mkdir -p miniprogram/example/utils
