@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -16,7 +17,7 @@ from sqlalchemy.orm import undefer
 
 from . import signals
 from .extensions import db
-from .models import Account, User, utcnow
+from .models import Account, User, UTCDateTime, utcnow
 from .wechat import crypto
 from .wechat.client import Code2SessionResult
 
@@ -92,11 +93,51 @@ def login(appid: str, session: Code2SessionResult) -> LoginResult:
     return result
 
 
-def _insert(table):
-    dialect = db.session.get_bind().dialect.name
-    if dialect in ("mysql", "mariadb"):
-        return dialect, mysql.insert(table)
-    return dialect, (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+@functools.cache
+def _statements(dialect: str) -> dict[str, Any]:
+    """The login's statements for one SQL dialect, built once with bind parameters (building
+    an upsert costs more than running it)."""
+    mysql_like = dialect in ("mysql", "mariadb")
+    insert = mysql.insert if mysql_like else (
+        postgresql.insert if dialect == "postgresql" else sqlite.insert)
+    users, accounts = User.__table__, Account.__table__
+    account = insert(accounts).values(unionid=bindparam("unionid"),
+                                      created_at=bindparam("now", type_=UTCDateTime))
+    if mysql_like:
+        account = account.on_duplicate_key_update(id=accounts.c.id)  # a no-op
+    else:
+        account = account.on_conflict_do_nothing(index_elements=["unionid"])
+    user = insert(users).values(
+        appid=bindparam("appid"), openid=bindparam("openid"), unionid=bindparam("unionid"),
+        account_id=bindparam("account_id"),
+        session_key=bindparam("session_key", type_=users.c.session_key.type), gender=0,
+        created_at=bindparam("now", type_=UTCDateTime),
+        updated_at=bindparam("now", type_=UTCDateTime),
+        last_login_at=bindparam("now", type_=UTCDateTime))
+    if mysql_like:
+        user = user.on_duplicate_key_update(
+            session_key=user.inserted.session_key, last_login_at=user.inserted.last_login_at,
+            unionid=func.coalesce(user.inserted.unionid, users.c.unionid))
+    else:
+        user = user.on_conflict_do_update(
+            index_elements=[users.c.appid, users.c.openid],
+            set_=dict(session_key=user.excluded.session_key,
+                      last_login_at=user.excluded.last_login_at,
+                      unionid=func.coalesce(user.excluded.unionid, users.c.unionid)))
+    by_key = (User.appid == bindparam("appid")) & (User.openid == bindparam("openid"))
+    return {
+        "insert_account": account,
+        "select_union_account": select(Account).where(Account.unionid == bindparam("unionid"))
+        .with_for_update().execution_options(populate_existing=True),
+        "upsert_user": user,
+        "select_user_for_update": select(User).where(by_key).options(undefer(User.session_key))
+        .with_for_update().execution_options(populate_existing=True),
+        "select_user": select(User).where(by_key).execution_options(populate_existing=True),
+    }
+
+
+def _sql(name: str):
+    return _statements(db.session.get_bind().dialect.name)[name]
 
 
 def _login(appid: str, session: Code2SessionResult) -> LoginResult:
@@ -104,22 +145,13 @@ def _login(appid: str, session: Code2SessionResult) -> LoginResult:
     unionid = session.unionid
     union_account, union_created = None, False
     if unionid:
-        dialect, stmt = _insert(Account.__table__)
-        stmt = stmt.values(unionid=unionid, created_at=now)
-        if dialect in ("mysql", "mariadb"):
-            stmt = stmt.on_duplicate_key_update(id=Account.__table__.c.id)  # no-op
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=["unionid"])
-        db.session.execute(stmt)
-        union_account = db.session.execute(
-            select(Account).where(Account.unionid == unionid).with_for_update()
-            .execution_options(populate_existing=True)).scalar_one()
+        db.session.execute(_sql("insert_account"), {"unionid": unionid, "now": now})
+        union_account = db.session.execute(_sql("select_union_account"),
+                                           {"unionid": unionid}).scalar_one()
         union_created = union_account.created_at == now
 
-    user = db.session.execute(
-        select(User).where(User.appid == appid, User.openid == session.openid)
-        .options(undefer(User.session_key)).with_for_update()
-        .execution_options(populate_existing=True)).scalar_one_or_none()
+    key = {"appid": appid, "openid": session.openid}
+    user = db.session.execute(_sql("select_user_for_update"), key).scalar_one_or_none()
     if user is None:
         return _first_login(appid, session, now, union_account, union_created)
 
@@ -149,25 +181,11 @@ def _first_login(appid, session, now, union_account, union_created) -> LoginResu
         account, account_new = Account(created_at=now), True
         db.session.add(account)
         db.session.flush()
-    dialect, stmt = _insert(User.__table__)
-    table = User.__table__
-    stmt = stmt.values(appid=appid, openid=session.openid, unionid=session.unionid,
-                       account_id=account.id, session_key=session.session_key, gender=0,
-                       created_at=now, updated_at=now, last_login_at=now)
-    if dialect in ("mysql", "mariadb"):
-        stmt = stmt.on_duplicate_key_update(
-            session_key=stmt.inserted.session_key, last_login_at=stmt.inserted.last_login_at,
-            unionid=func.coalesce(stmt.inserted.unionid, table.c.unionid))
-    else:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.appid, table.c.openid],
-            set_=dict(session_key=stmt.excluded.session_key,
-                      last_login_at=stmt.excluded.last_login_at,
-                      unionid=func.coalesce(stmt.excluded.unionid, table.c.unionid)))
-    db.session.execute(stmt)
-    user = db.session.execute(
-        select(User).where(User.appid == appid, User.openid == session.openid)
-        .execution_options(populate_existing=True)).scalar_one()
+    key = {"appid": appid, "openid": session.openid}
+    db.session.execute(_sql("upsert_user"), {**key, "unionid": session.unionid,
+                                             "account_id": account.id,
+                                             "session_key": session.session_key, "now": now})
+    user = db.session.execute(_sql("select_user"), key).scalar_one()
     is_new_user = user.created_at == now  # our insert won; an update kept the older value
     if user.account_id != account.id:
         # Another first login of this openid won the race: use its account, drop ours.
