@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import isolation  # noqa: F401  (first: blanks the settings before config reads .env)
 import os
 from collections.abc import Iterator
 from typing import Any

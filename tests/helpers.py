@@ -17,6 +17,7 @@ import requests
 from cryptography.fernet import Fernet
 from werkzeug.serving import make_server
 
+from isolation import PROCESS_SETTINGS, SETTINGS
 from wxauth.wechat.emulator import Emulator
 
 APPID = "wx1234567890abcdef"
@@ -132,9 +133,7 @@ def assert_problem(response, status: int, code: str) -> dict[str, Any]:
 # --- real processes (flask CLI, gunicorn) ----------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIABLES = ("WECHAT_APPID", "WECHAT_SECRET", "WECHAT_API_BASE", "DATABASE_URL",
-             "JWT_SECRET_KEY", "FLASK_DEBUG", "PORT", "WECHAT_WATERMARK_MAX_AGE",
-             "SESSION_KEY_ENCRYPTION_KEY", "REDIS_URL", "TRUSTED_PROXIES")
+VARIABLES = SETTINGS
 
 
 def free_port() -> int:
@@ -146,7 +145,7 @@ def free_port() -> int:
 def environment(tmp_path, **values: str) -> dict[str, str]:
     """A process environment with every wxauth variable set explicitly (so a developer's
     .env, which never overrides, cannot leak in); '' means unset."""
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES + PROCESS_SETTINGS}
     env.update({k: "" for k in VARIABLES})
     env.update(FLASK_DEBUG="0", WXAUTH_INSTANCE_PATH=str(tmp_path / "instance"))
     env.update(values)
