@@ -13,13 +13,12 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from . import errors, settings
 from .access_token import AccessTokenManager
 from .apps import MiniProgram
-from .extensions import api, db, jwt, limiter, migrate
+from .extensions import api, db, jwt, limiter
 from .logs import configure_logging
 from .proxy import TrustedProxyFix
 from .shared import SharedStore, create_store
 from .storage import LocalStorage
 from .wechat.client import WeChatClient
-from .wechat.emulator import Emulator, WSGIAdapter
 
 EMULATOR_MOUNT = "/_wechat"  # where the built-in emulator is served in development
 _EMULATOR_BASE = "http://wechat-emulator.internal"  # in-process transport, no socket
@@ -54,10 +53,12 @@ def create_app(config: Mapping[str, Any] | object | None = None) -> Flask:
     return app
 
 
+MIGRATIONS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "migrations"))
+
+
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "migrations")),
-                     render_as_batch=True, compare_type=True)
+    register_migrations(app)
     jwt.init_app(app)
     limiter.init_app(app)
     errors.register_jwt_loaders(jwt)
@@ -66,6 +67,16 @@ def register_extensions(app: Flask) -> None:
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     with app.app_context():
         settings.tune_sqlite(db.engine)
+
+
+def register_migrations(app: Flask) -> None:
+    """Flask-Migrate (``flask --app wsgi db …``) wherever migrations can run: under the flask
+    CLI, in development and in tests. A production WSGI worker skips it: it never migrates,
+    and alembic would cost each worker ~11 MB."""
+    if os.environ.get("FLASK_RUN_FROM_CLI") == "true" or app.debug or app.testing:
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
 
 
 def register_shared_state(app: Flask) -> None:
@@ -93,6 +104,8 @@ def register_wechat(app: Flask) -> None:
     session = None
     base_url = cfg["WECHAT_API_BASE"]
     if cfg["WECHAT_EMULATOR"]:
+        from .wechat.emulator import Emulator, WSGIAdapter  # development only
+
         emulator = Emulator()
         appid = emulator.default_appid
         settings_by_app = {appid: {"secret": emulator.apps[appid], "name": "emulator",

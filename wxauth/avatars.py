@@ -8,8 +8,6 @@ import hashlib
 import io
 import warnings
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from .errors import Problem
 
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"),
@@ -30,6 +28,9 @@ def process_avatar(data: bytes, max_side: int, max_pixels: int) -> tuple[str, by
     Raises:
         Problem(invalid_image) for anything that is not a JPEG, PNG or WebP image.
     """
+    # Imported on first upload: most workers never need Pillow's memory.
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Iterable
 
 from flask import Flask, g, has_request_context, request
-from pythonjsonlogger.json import JsonFormatter
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}\Z")
@@ -107,6 +106,8 @@ def configure_logging(app: Flask) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler._wxauth = True  # type: ignore[attr-defined]
         if cfg["LOG_FORMAT"] == "json":
+            from pythonjsonlogger.json import JsonFormatter
+
             handler.setFormatter(JsonFormatter(_JSON_FIELDS, rename_fields={
                 "asctime": "time", "levelname": "level", "name": "logger"}))
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import random
 import time
@@ -11,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.orm import undefer
 
@@ -98,8 +98,9 @@ def _statements(dialect: str) -> dict[str, Any]:
     """The login's statements for one SQL dialect, built once with bind parameters (building
     an upsert costs more than running it)."""
     mysql_like = dialect in ("mysql", "mariadb")
-    insert = mysql.insert if mysql_like else (
-        postgresql.insert if dialect == "postgresql" else sqlite.insert)
+    # only the dialect in use is imported
+    module = "mysql" if mysql_like else "postgresql" if dialect == "postgresql" else "sqlite"
+    insert = importlib.import_module(f"sqlalchemy.dialects.{module}").insert
     users, accounts = User.__table__, Account.__table__
     account = insert(accounts).values(unionid=bindparam("unionid"),
                                       created_at=bindparam("now", type_=UTCDateTime))
