@@ -118,6 +118,28 @@ class _Code:
     used: bool = False
 
 
+INVALID_CODE = {"errcode": 40029, "errmsg": "invalid code"}
+
+
+def _refuse_code(code: _Code | _PhoneCode | None, appid: str,
+                 used: dict[str, Any]) -> dict[str, Any] | None:
+    """WeChat's answer refusing a login or phone code (call with the lock held), or None
+    when the code may be redeemed: unknown or another app's → 40029; injected busy (-1)
+    and errcode faults; `used` when already redeemed; 40029 after CODE_TTL."""
+    if code is None or code.appid != appid:
+        return INVALID_CODE
+    if code.busy > 0:
+        code.busy -= 1
+        return {"errcode": -1, "errmsg": "system error"}
+    if code.errcode is not None:
+        return {"errcode": code.errcode, "errmsg": "emulated error"}
+    if code.used:
+        return used
+    if time.monotonic() - code.created > CODE_TTL:
+        return INVALID_CODE
+    return None
+
+
 class _ServerAPIHandlers:
     """WSGI handlers of the server APIs (access_token, phone, checksession, msgSecCheck)."""
 
@@ -257,17 +279,9 @@ class Emulator(_ServerAPIHandlers):
             return {"errcode": 40002, "errmsg": "invalid grant_type"}
         with self._lock:
             code = self._codes.get(js_code)
-            if code is None or code.appid != appid:
-                return {"errcode": 40029, "errmsg": "invalid code"}
-            if code.busy > 0:
-                code.busy -= 1
-                return {"errcode": -1, "errmsg": "system error"}
-            if code.errcode is not None:
-                return {"errcode": code.errcode, "errmsg": "emulated error"}
-            if code.used:
-                return {"errcode": 40163, "errmsg": "code been used"}
-            if time.monotonic() - code.created > CODE_TTL:
-                return {"errcode": 40029, "errmsg": "invalid code"}
+            refusal = _refuse_code(code, appid, {"errcode": 40163, "errmsg": "code been used"})
+            if refusal:
+                return refusal
             user = self._user(appid, code.openid)
             if user.blocked:
                 return {"errcode": 40226, "errmsg": "invalid user"}
@@ -406,15 +420,9 @@ class Emulator(_ServerAPIHandlers):
             return error
         with self._lock:
             phone_code = self._phone_codes.get(code)
-            if phone_code is None or phone_code.appid != appid:
-                return {"errcode": 40029, "errmsg": "invalid code"}
-            if phone_code.busy > 0:
-                phone_code.busy -= 1
-                return {"errcode": -1, "errmsg": "system error"}
-            if phone_code.errcode is not None:
-                return {"errcode": phone_code.errcode, "errmsg": "emulated error"}
-            if phone_code.used or time.monotonic() - phone_code.created > CODE_TTL:
-                return {"errcode": 40029, "errmsg": "invalid code"}
+            refusal = _refuse_code(phone_code, appid, INVALID_CODE)  # a used one is just invalid
+            if refusal:
+                return refusal
             phone_code.used = True
             country = phone_code.country_code
             pure = phone_code.phone
