@@ -38,7 +38,7 @@ def session_key_is_current(user) -> bool | None:
         return None
 
 
-def explain_decrypt_failure(user, exc: crypto.DecryptError) -> Problem:
+def explain_decrypt_failure(user) -> Problem:
     """decrypt_failed, saying whether WeChat considers the stored session_key stale."""
     current = session_key_is_current(user)
     if current is False:
@@ -51,6 +51,16 @@ def explain_decrypt_failure(user, exc: crypto.DecryptError) -> Problem:
     else:
         why = "encryptedData did not decrypt with the stored session_key"
     return Problem("decrypt_failed", why, session_key_valid=current)
+
+
+def open_encrypted(user, args) -> dict:
+    """Decrypt ``encryptedData``/``iv`` from the request for `user` and check the watermark;
+    decrypt_failed says whether the stored session_key is stale."""
+    try:
+        return users.open_encrypted_data(user, args["encryptedData"], args["iv"],
+                                         current_app.config["WECHAT_WATERMARK_MAX_AGE"])
+    except crypto.DecryptError:
+        raise explain_decrypt_failure(user) from None
 
 
 @blp.route("", methods=["GET"])
@@ -78,19 +88,10 @@ def post_encrypted_profile(args):
     WeChat's anonymous values (nickname 微信用户, the grey avatar, empty fields) never
     replace real ones.
     """
-    cfg = current_app.config
-    try:
-        return users.apply_encrypted_user_info(
-            get_current_user(),
-            appid=get_current_user().appid,
-            encrypted_data=args["encryptedData"],
-            iv=args["iv"],
-            raw_data=args.get("rawData"),
-            signature=args.get("signature"),
-            watermark_max_age=cfg["WECHAT_WATERMARK_MAX_AGE"],
-        )
-    except crypto.DecryptError as exc:
-        raise explain_decrypt_failure(get_current_user(), exc) from None
+    user = get_current_user()
+    data = open_encrypted(user, args)
+    return users.apply_user_info(user, data, raw_data=args.get("rawData"),
+                                 signature=args.get("signature"))
 
 
 @blp.route("", methods=["PATCH"])
@@ -116,7 +117,7 @@ def patch_profile(args):
         if suggest == "review":
             log.warning("nickname of user %s accepted pending review (msgSecCheck: review)",
                         user.id)
-    return users.update_profile(get_current_user(), args)
+    return users.update_profile(user, args)
 
 
 @blp.route("/phone", methods=["POST"])
@@ -133,7 +134,7 @@ def bind_phone(args):
     getPhoneNumber with the app's access_token) or, old style, ``{"encryptedData", "iv"}``
     (decrypted with the session_key like the profile). The watermark must name this app.
     """
-    cfg, user = current_app.config, get_current_user()
+    user = get_current_user()
     program = apps.get(user.appid)
     if "code" in args:
         code = args["code"]
@@ -148,11 +149,7 @@ def bind_phone(args):
                 errcode=exc.errcode) from None
         crypto.check_watermark({"watermark": info.watermark}, user.appid, 0)
     else:
-        try:
-            data = crypto.decrypt(user.session_key, args["encryptedData"], args["iv"])
-        except crypto.DecryptError as exc:
-            raise explain_decrypt_failure(user, exc) from None
-        crypto.check_watermark(data, user.appid, cfg["WECHAT_WATERMARK_MAX_AGE"])
+        data = open_encrypted(user, args)
         try:
             info = phone_info_from(data)
         except WeChatBadResponse:

@@ -226,29 +226,36 @@ def find_user(appid: str, openid: str) -> User | None:
     return db.session.execute(_FIND_USER, {"appid": appid, "openid": openid}).scalar_one_or_none()
 
 
-def apply_encrypted_user_info(
-    user: User,
-    *,
-    appid: str,
-    encrypted_data: bytes,
-    iv: bytes,
-    raw_data: str | None,
-    signature: str | None,
-    watermark_max_age: int,
-) -> User:
-    """Decrypt getUserProfile/getUserInfo data with the user's session_key and store it.
+def open_encrypted_data(user: User, encrypted_data: bytes, iv: bytes,
+                        watermark_max_age: int) -> dict[str, Any]:
+    """Decrypt encryptedData with the user's session_key and check its watermark.
 
     Args:
         encrypted_data, iv: raw bytes (base64-decoded).
-        raw_data, signature: optional clear rawData and its sha1 signature; checked when given.
         watermark_max_age: seconds; 0 skips the age check.
 
+    Returns:
+        The decrypted JSON object.
+
     Raises:
-        crypto.DecryptError, crypto.WatermarkMismatch, crypto.WatermarkExpired,
-        crypto.SignatureMismatch. Nothing is written when one is raised.
+        crypto.DecryptError, crypto.WatermarkMismatch (not the user's app),
+        crypto.WatermarkExpired.
     """
     data = crypto.decrypt(user.session_key, encrypted_data, iv)
-    crypto.check_watermark(data, appid, watermark_max_age)
+    crypto.check_watermark(data, user.appid, watermark_max_age)
+    return data
+
+
+def apply_user_info(user: User, data: dict[str, Any], *, raw_data: str | None,
+                    signature: str | None) -> User:
+    """Store decrypted getUserProfile/getUserInfo data (from `open_encrypted_data`).
+
+    Args:
+        raw_data, signature: optional clear rawData and its sha1 signature; checked when given.
+
+    Raises:
+        crypto.SignatureMismatch. Nothing is written when it is raised.
+    """
     if raw_data is not None and signature is not None:
         crypto.check_signature(raw_data, signature, user.session_key)
     changes = {attr: data.get(key) for key, attr in USER_INFO_FIELDS.items()}
