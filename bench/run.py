@@ -41,26 +41,21 @@ from standin import session_key_for  # noqa: E402
 from wxauth.wechat.crypto import encrypt  # noqa: E402
 
 APPID = "wxbench0000000000"
+LOGIN_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  local code = string.format(%s)
+  return wrk.format("POST", "/auth/login", {["Content-Type"] = "application/json"},
+                    '{"code": "' .. code .. '"}')
+end
+"""
 LUA = {
     "bare": "",
-    "login_new": """
-local n = 0
-request = function()
-  n = n + 1
-  local code = string.format("onew%d%d.%d", math.random(1, 1000000000), n, math.random(1, 1000000))
-  return wrk.format("POST", "/auth/login", {["Content-Type"] = "application/json"},
-                    '{"code": "' .. code .. '"}')
-end
-""",
-    "login_returning": """
-local n = 0
-request = function()
-  n = n + 1
-  local code = string.format("oret%d.%d%d", math.random(1, 500), n, math.random(1, 1000000))
-  return wrk.format("POST", "/auth/login", {["Content-Type"] = "application/json"},
-                    '{"code": "' .. code .. '"}')
-end
-""",
+    # the stand-in's openid is the code up to the dot: every code a new user…
+    "login_new": LOGIN_LUA % '"onew%d%d.%d", math.random(1, 1000000000), n, math.random(1, 1000000)',
+    # …or one of 500
+    "login_returning": LOGIN_LUA % '"oret%d.%d%d", math.random(1, 500), n, math.random(1, 1000000)',
     "profile_get": """
 wrk.method = "GET"
 wrk.headers["Authorization"] = "Bearer %(token)s"
