@@ -204,26 +204,21 @@ def _merge(account: Account, union_account: Account, unionid: str):
                     union_account.id)
         return account, None
     keep, drop = sorted((account, union_account), key=lambda a: (a.created_at, a.id))
+    # "evaluate" also moves the users already loaded in this session
     db.session.execute(update(User).where(User.account_id == drop.id)
-                       .values(account_id=keep.id).execution_options(synchronize_session=False))
+                       .values(account_id=keep.id)
+                       .execution_options(synchronize_session="evaluate"))
     db.session.delete(drop)
     db.session.flush()  # frees the unionid for `keep`
     keep.unionid = unionid
     db.session.flush()
-    for user in db.session.identity_map.values():
-        if isinstance(user, User) and user.account_id == drop.id:
-            user.account_id = keep.id
     return keep, drop.id
-
-
-# Built once: constructing the statement costs more than running it on every request.
-_FIND_USER = select(User).where(User.appid == bindparam("appid"),
-                                User.openid == bindparam("openid"))
 
 
 def find_user(appid: str, openid: str) -> User | None:
     """The user (appid, openid), or None."""
-    return db.session.execute(_FIND_USER, {"appid": appid, "openid": openid}).scalar_one_or_none()
+    return db.session.execute(_sql("select_user"),
+                              {"appid": appid, "openid": openid}).scalar_one_or_none()
 
 
 def open_encrypted_data(user: User, encrypted_data: bytes, iv: bytes,
