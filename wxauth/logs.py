@@ -80,13 +80,16 @@ def configure_logging(app: Flask) -> None:
     """Install the request id, the access line and redaction for `app`.
 
     A stream handler (text or JSON) goes on the root logger unless the process already
-    configured one (pytest, an embedding application); the redacting filter goes on that
-    handler and on the ``wxauth`` logger either way.
+    configured one (pytest, an embedding application). The request-id and redacting filters
+    go on that handler, where they see every logger's records; when the process owns the
+    handlers, they go on each ``wxauth`` logger instead. Either way each record is redacted
+    once.
     """
     cfg = app.config
     redactor = RedactingFilter([cfg.get("WECHAT_SECRET"), cfg.get("JWT_SECRET_KEY"),
                                 *str(cfg.get("SESSION_KEY_ENCRYPTION_KEY") or "").split(",")])
     request_ids = RequestIdFilter()
+    logging.getLogger("wxauth").setLevel(cfg["LOG_LEVEL"])
     # A logger's filters see only its own records, not its children's: each of ours.
     names = {"wxauth", access_log.name,
              *(n for n in logging.root.manager.loggerDict if n.startswith("wxauth."))}
@@ -94,14 +97,15 @@ def configure_logging(app: Flask) -> None:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, (RedactingFilter, RequestIdFilter))]:
             logger.removeFilter(old)
-        logger.addFilter(request_ids)
-        logger.addFilter(redactor)
-    logging.getLogger("wxauth").setLevel(cfg["LOG_LEVEL"])
 
     root = logging.getLogger()
-    handlers = [h for h in root.handlers if getattr(h, "_wxauth", False)]
-    if not root.handlers or handlers:
-        for old in handlers:
+    ours = [h for h in root.handlers if getattr(h, "_wxauth", False)]
+    if root.handlers and not ours:  # someone else owns the handlers: filter our loggers
+        for name in names:
+            logging.getLogger(name).addFilter(request_ids)
+            logging.getLogger(name).addFilter(redactor)
+    else:
+        for old in ours:
             root.removeHandler(old)
         handler = logging.StreamHandler(sys.stderr)
         handler._wxauth = True  # type: ignore[attr-defined]
