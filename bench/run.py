@@ -41,7 +41,14 @@ from standin import session_key_for  # noqa: E402
 from wxauth.wechat.crypto import encrypt  # noqa: E402
 
 APPID = "wxbench0000000000"
+# wrk gives every thread its own Lua state with the same unseeded math.random: codes are
+# made unique with the thread's number (setup) and a per-run tag instead.
 LOGIN_LUA = """
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 local n = 0
 request = function()
   n = n + 1
@@ -53,9 +60,9 @@ end
 LUA = {
     "bare": "",
     # the stand-in's openid is the code up to the dot: every code a new user…
-    "login_new": LOGIN_LUA % '"onew%d%d.%d", math.random(1, 1000000000), n, math.random(1, 1000000)',
+    "login_new": LOGIN_LUA % '"onew%(run)s_%%d_%%d.1", tid, n',
     # …or one of 500
-    "login_returning": LOGIN_LUA % '"oret%d.%d%d", math.random(1, 500), n, math.random(1, 1000000)',
+    "login_returning": LOGIN_LUA % '"oret%%d.%(run)s_%%d_%%d", math.random(1, 500), tid, n',
     "profile_get": """
 wrk.method = "GET"
 wrk.headers["Authorization"] = "Bearer %(token)s"
@@ -189,7 +196,7 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
     for title, key, path in SCENARIOS:
         bare = wrk(bare_url + "/json", LUA["bare"], args.duration, args.connections, tmp)
         before = requests.get(standin_url + "/stats", timeout=5).json()
-        script = LUA[key] % {"token": token, "body": body} if "%(" in LUA[key] else LUA[key]
+        script = LUA[key] % {"token": token, "body": body, "run": secrets.token_hex(4)}
         result = wrk(base + path, script, args.duration, args.connections, tmp)
         after = requests.get(standin_url + "/stats", timeout=5).json()
         result.update(title=f"{title} [{label}]", ratio=result["rps"] / bare["rps"],
