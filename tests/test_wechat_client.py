@@ -2,6 +2,7 @@
 
 import logging
 import socket
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -110,6 +111,18 @@ def test_timeout(emulator, wechat):
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def test_calls_go_through_the_configured_proxy(emulator):
+    """WECHAT_PROXY: the request goes to the proxy (here the emulator, which serves the
+    absolute-form request line), never to the unresolvable API host itself."""
+    c = WeChatClient(APPID, SECRET, base_url="http://api.wechat.invalid", proxy=emulator.url,
+                     timeout=2)
+    session = c.code2session(emulator.mint(openid="o-via-proxy")["code"])
+    assert session.openid == "o-via-proxy"
+    direct = WeChatClient(APPID, SECRET, base_url="http://api.wechat.invalid", timeout=2)
+    with pytest.raises(wx.WeChatUnreachable):
+        direct.code2session(emulator.mint()["code"])
+
+
 def test_unreachable_never_shows_the_secret(caplog):
     c = WeChatClient(APPID, SECRET, base_url=f"http://127.0.0.1:{free_port()}", timeout=1)
     caplog.set_level(logging.DEBUG)
@@ -133,24 +146,15 @@ def test_urllib3_debug_log_is_redacted(emulator, wechat, caplog):
 
 
 def test_malformed_success_answers_are_bad_responses():
-    session = requests.Session()
-
-    class Canned(requests.adapters.BaseAdapter):
+    class Canned:  # a transport with urllib3's request() signature
         def __init__(self, body):
-            super().__init__()
             self.body = body
 
-        def send(self, request, **kwargs):
-            r = requests.Response()
-            r.status_code, r._content, r.url = 200, self.body, request.url
-            return r
-
-        def close(self):
-            pass
+        def request(self, method, url, **options):
+            return SimpleNamespace(status=200, headers={}, data=self.body)
 
     for body in (b'{"openid": "x"}', b'{"openid": "x", "session_key": "bm90MTZieXRlcw=="}',
                  b"[1]", b'{"errcode": "oops"}', b'{"openid": 5, "session_key": "x"}'):
-        session.mount("http://canned", Canned(body))
-        c = WeChatClient(APPID, SECRET, base_url="http://canned", session=session)
+        c = WeChatClient(APPID, SECRET, base_url="http://canned", http=Canned(body))
         with pytest.raises(wx.WeChatBadResponse):
             c.code2session("code")

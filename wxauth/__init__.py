@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import requests
 from flask import Flask, current_app, send_from_directory
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
@@ -101,18 +100,17 @@ def register_wechat(app: Flask) -> None:
     options = dict(timeout=cfg["WECHAT_TIMEOUT"], busy_retries=cfg["WECHAT_BUSY_RETRIES"],
                    proxy=cfg["WECHAT_PROXY"])
     settings_by_app = dict(cfg["WECHAT_APP_SETTINGS"])
-    session = None
+    http = None  # a pooled urllib3 PoolManager per client
     base_url = cfg["WECHAT_API_BASE"]
     if cfg["WECHAT_EMULATOR"]:
-        from .wechat.emulator import Emulator, WSGIAdapter  # development only
+        from .wechat.emulator import Emulator, WSGITransport  # development only
 
         emulator = Emulator()
         appid = emulator.default_appid
         settings_by_app = {appid: {"secret": emulator.apps[appid], "name": "emulator",
                                    "content_check": cfg["WECHAT_CONTENT_CHECK"],
                                    "token_api": cfg["WECHAT_TOKEN_API"]}}
-        session = requests.Session()
-        session.mount(_EMULATOR_BASE, WSGIAdapter(emulator))
+        http = WSGITransport(emulator)
         base_url = _EMULATOR_BASE
         app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {EMULATOR_MOUNT: emulator})
         app.extensions["wechat_emulator"] = emulator
@@ -120,7 +118,7 @@ def register_wechat(app: Flask) -> None:
                         EMULATOR_MOUNT)
     programs = {}
     for appid, settings in settings_by_app.items():
-        client = WeChatClient(appid, settings["secret"], base_url=base_url, session=session,
+        client = WeChatClient(appid, settings["secret"], base_url=base_url, http=http,
                               **options)
         tokens = AccessTokenManager(client, app.extensions["shared_store"],
                                     stable=settings["token_api"] == "stable")

@@ -63,10 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
-from requests.utils import get_encoding_from_headers
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.test import EnvironBuilder, run_wsgi_app
@@ -548,39 +545,36 @@ def _json(data: Any, status: int = 200) -> Response:
                     mimetype="application/json")
 
 
-class WSGIAdapter(BaseAdapter):
-    """A ``requests`` transport adapter that hands requests to a WSGI app in-process.
+@dataclass(frozen=True)
+class TransportResponse:
+    """What `WSGITransport.request` answers: urllib3's ``status``, ``headers``, ``data``."""
+
+    status: int
+    headers: Headers
+    data: bytes
+
+
+class WSGITransport:
+    """A `WeChatClient` transport (urllib3's ``request`` signature) that hands each call to
+    a WSGI app in-process.
 
     Used in development so the server reaches its built-in emulator without a socket (a
     single-threaded server calling itself over HTTP would deadlock).
     """
 
     def __init__(self, app):
-        super().__init__()
         self.app = app
 
-    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        url = urlsplit(request.url)
-        builder = EnvironBuilder(
-            path=url.path, query_string=url.query, method=request.method,
-            headers=dict(request.headers), data=request.body or b"",
-            base_url=f"{url.scheme}://{url.netloc}",
-        )
-        app_iter, status, headers = run_wsgi_app(self.app, builder.get_environ())
+    def request(self, method: str, url: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None, **_options) -> TransportResponse:
+        parts = urlsplit(url)
+        builder = EnvironBuilder(path=parts.path, query_string=parts.query, method=method,
+                                 headers=headers or {}, data=body or b"",
+                                 base_url=f"{parts.scheme}://{parts.netloc}")
+        app_iter, status, response_headers = run_wsgi_app(self.app, builder.get_environ())
         try:
             content = b"".join(app_iter)
         finally:
             getattr(app_iter, "close", lambda: None)()
-        response = requests.Response()
-        response.status_code = int(status.split(" ", 1)[0])
-        response.reason = status.split(" ", 1)[1] if " " in status else ""
-        response.headers = CaseInsensitiveDict(headers)
-        response.encoding = get_encoding_from_headers(response.headers)
-        response._content = content
-        response.url = request.url
-        response.request = request
-        return response
-
-    def close(self):
-        pass
+        return TransportResponse(int(status.split(" ", 1)[0]), response_headers, content)
 
