@@ -69,6 +69,27 @@ def test_expired(server, token):
     assert_problem(server.get("/profile", token=old), 401, "token_expired")
 
 
+def test_a_remembered_token_is_still_checked(app, server, token):
+    """Verified tokens are remembered (wxauth.extensions.VerifiedTokenCache): expiry,
+    revocation and tampering are still caught on every request."""
+    expires = int(time.time()) + 2
+    short = pyjwt.encode(claims(exp=expires, fam="f-short"), JWT_KEY, algorithm="HS256")
+    assert server.get("/profile", token=short).status_code == 200
+    assert short in app.extensions["wxauth_verified_tokens"]  # remembered…
+    assert server.get("/profile", token=short).status_code == 200  # …and used from there
+    header, _, signature = short.split(".")
+    forged = f"{header}.{b64url(claims(sub='o-someone-else', exp=expires))}.{signature}"
+    assert_problem(server.get("/profile", token=forged), 401, "token_invalid")
+
+    other = pyjwt.encode(claims(fam="f-other"), JWT_KEY, algorithm="HS256")
+    assert server.get("/profile", token=other).status_code == 200
+    assert server.post("/auth/logout", token=other).status_code == 204
+    assert_problem(server.get("/profile", token=other), 401, "token_revoked")
+
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
+    assert_problem(server.get("/profile", token=short), 401, "token_expired")
+
+
 def test_not_yet_valid(server, token):
     future = pyjwt.encode(claims(nbf=int(time.time()) + 3600), JWT_KEY, algorithm="HS256")
     assert_problem(server.get("/profile", token=future), 401, "token_invalid")

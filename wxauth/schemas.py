@@ -50,6 +50,12 @@ def _depth(value, level: int = 0) -> int:
 class Blueprint(_Blueprint):
     ARGUMENTS_PARSER = Parser()
 
+    def arguments(self, schema, *args, **kwargs):
+        """flask-smorest's ``arguments``, with the schema instantiated once here: given a
+        class, webargs builds a new schema instance for every request."""
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args,
+                                 **kwargs)
+
 
 class Base64Bytes(fields.String):
     """A base64 string on the wire, raw bytes in Python.
