@@ -25,6 +25,37 @@ def post_profile(server, token, detail):
     return server.post("/profile", token=token, json=detail)
 
 
+def test_the_session_key_comes_with_the_user_in_one_query(app, server, alice):
+    """Views that decrypt load the user with the (deferred) session_key: one SELECT of users,
+    not a second one for the key (data sent again, unchanged: nothing written or reloaded);
+    GET /profile does not read the key at all."""
+    from sqlalchemy import event
+
+    from wxauth.extensions import db
+
+    openid, token = alice
+    detail = server.emulator.encrypt(openid, USER_INFO)
+    assert post_profile(server, token, detail).status_code == 200  # the change is written
+    with app.app_context():
+        engine = db.engine
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert post_profile(server, token, detail).status_code == 200
+        post_selects = [s for s in statements if s.startswith("SELECT") and "FROM users" in s]
+        statements.clear()
+        assert server.get("/profile", token=token).status_code == 200
+        get_selects = [s for s in statements if s.startswith("SELECT") and "FROM users" in s]
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(post_selects) == 1 and "users.session_key" in post_selects[0]
+    assert len(get_selects) == 1 and "users.session_key" not in get_selects[0]
+
+
 def test_decrypts_user_info_and_updates_profile(server, alice):
     openid, token = alice
     detail = server.emulator.encrypt(openid, USER_INFO)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, request
 from flask_jwt_extended import get_current_user, get_jwt, jwt_required
 
 from . import apps, tokens, users
@@ -21,6 +21,13 @@ LOGIN_PROBLEMS = (
 )
 
 
+def uses_session_key(view):
+    """Mark a view that decrypts with the user's session_key: its user is loaded with the
+    key in one query (the key is deferred otherwise). Put it nearest the function."""
+    view.uses_session_key = True
+    return view
+
+
 @jwt.user_lookup_loader
 def _load_user(_header, payload):
     """The User named by the token: ``sub`` = openid, ``appid`` claim = the mini-program.
@@ -30,7 +37,9 @@ def _load_user(_header, payload):
     if appid not in apps.configured():
         raise Problem("token_invalid", "The token names a mini-program this server no longer "
                       "serves")
-    user = users.find_user(appid, payload["sub"])
+    view = current_app.view_functions.get(request.endpoint)
+    user = users.find_user(appid, payload["sub"],
+                           with_session_key=getattr(view, "uses_session_key", False))
     if user is not None:
         tokens.check_version(user, payload)
     return user
@@ -99,6 +108,7 @@ def logout():
 @documents_problems(blp, "wechat_rate_limited", "wechat_busy", "wechat_bad_response",
                     "wechat_timeout", "wechat_unreachable", *AUTH_CODES)
 @blp.doc(security=[{"bearerAuth": []}])
+@uses_session_key
 def session_state():
     """Whether WeChat still holds the user's stored session_key (checkSessionKey).
 

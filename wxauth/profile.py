@@ -8,6 +8,7 @@ from flask import current_app, request, url_for
 from flask_jwt_extended import get_current_user, jwt_required
 
 from . import apps, users
+from .auth import uses_session_key
 from .avatars import process_avatar
 from .errors import AUTH_CODES, Problem, documents_problems
 from .schemas import (AvatarUploadSchema, Blueprint, EncryptedProfileSchema, PhoneSchema,
@@ -79,6 +80,7 @@ def get_profile():
 @blp.response(200, ProfileSchema)
 @documents_problems(blp, "invalid_request", "payload_too_large", *DECRYPT_PROBLEMS, *AUTH_CODES)
 @blp.doc(security=[{"bearerAuth": []}])
+@uses_session_key
 def post_encrypted_profile(args):
     """Update the profile from getUserProfile/getUserInfo ``e.detail``.
 
@@ -127,6 +129,7 @@ def patch_profile(args):
 @documents_problems(blp, "invalid_request", "payload_too_large", "invalid_code",
                     *DECRYPT_PROBLEMS, *WECHAT_PROBLEMS, *AUTH_CODES)
 @blp.doc(security=[{"bearerAuth": []}])
+@uses_session_key
 def bind_phone(args):
     """Store the user's phone number from ``<button open-type="getPhoneNumber">``.
 

@@ -134,6 +134,7 @@ def _statements(dialect: str) -> dict[str, Any]:
         "select_user_for_update": select(User).where(by_key).options(undefer(User.session_key))
         .with_for_update().execution_options(populate_existing=True),
         "select_user": select(User).where(by_key).execution_options(populate_existing=True),
+        "select_user_with_key": select(User).where(by_key).options(undefer(User.session_key)),
     }
 
 
@@ -215,10 +216,11 @@ def _merge(account: Account, union_account: Account, unionid: str):
     return keep, drop.id
 
 
-def find_user(appid: str, openid: str) -> User | None:
-    """The user (appid, openid), or None."""
-    return db.session.execute(_sql("select_user"),
-                              {"appid": appid, "openid": openid}).scalar_one_or_none()
+def find_user(appid: str, openid: str, *, with_session_key: bool = False) -> User | None:
+    """The user (appid, openid), or None; `with_session_key` loads the (deferred) session_key
+    in the same query."""
+    statement = _sql("select_user_with_key" if with_session_key else "select_user")
+    return db.session.execute(statement, {"appid": appid, "openid": openid}).scalar_one_or_none()
 
 
 def open_encrypted_data(user: User, encrypted_data: bytes, iv: bytes,
