@@ -12,8 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.exc import DBAPIError, NoResultFound
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import make_transient_to_detached, undefer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals
 from .extensions import db
@@ -94,9 +96,11 @@ def login(appid: str, session: Code2SessionResult) -> LoginResult:
 
 
 @functools.cache
-def _statements(dialect: str) -> dict[str, Any]:
+def _statements(dialect: str, returning: bool) -> dict[str, Any]:
     """The login's statements for one SQL dialect, built once with bind parameters (building
-    an upsert costs more than running it)."""
+    an upsert costs more than running it). `returning`: the database answers INSERT …
+    RETURNING (PostgreSQL, SQLite ≥ 3.35, MariaDB ≥ 10.5), so the user upsert gives the row
+    back without a SELECT after it."""
     mysql_like = dialect in ("mysql", "mariadb")
     # only the dialect in use is imported
     module = "mysql" if mysql_like else "postgresql" if dialect == "postgresql" else "sqlite"
@@ -126,8 +130,14 @@ def _statements(dialect: str) -> dict[str, Any]:
                       last_login_at=user.excluded.last_login_at,
                       unionid=func.coalesce(user.excluded.unionid, users.c.unionid)))
     by_key = (User.appid == bindparam("appid")) & (User.openid == bindparam("openid"))
+    if returning:  # loaded as a User by the ORM's SELECT path (its bulk-INSERT path costs more)
+        user = (select(User).from_statement(user.returning(*users.c))
+                .execution_options(populate_existing=True))
     return {
         "insert_account": account,
+        "insert_new_account": sa_insert(accounts).values(
+            unionid=None, created_at=bindparam("now", type_=UTCDateTime)),
+        "upsert_user_returns_user": returning,
         "select_union_account": select(Account).where(Account.unionid == bindparam("unionid"))
         .with_for_update().execution_options(populate_existing=True),
         "upsert_user": user,
@@ -139,7 +149,8 @@ def _statements(dialect: str) -> dict[str, Any]:
 
 
 def _sql(name: str):
-    return _statements(db.session.get_bind().dialect.name)[name]
+    dialect = db.session.get_bind().dialect
+    return _statements(dialect.name, dialect.insert_returning)[name]
 
 
 def _login(appid: str, session: Code2SessionResult) -> LoginResult:
@@ -179,21 +190,28 @@ def _login(appid: str, session: Code2SessionResult) -> LoginResult:
 def _first_login(appid, session, now, union_account, union_created) -> LoginResult:
     if union_account is not None:
         account, account_new = union_account, union_created
-    else:
-        account, account_new = Account(created_at=now), True
+    else:  # a Core INSERT (an ORM flush costs more than the statement); the row is known
+        result = db.session.execute(_sql("insert_new_account"), {"now": now})
+        account = Account(id=result.inserted_primary_key[0], unionid=None, created_at=now)
+        make_transient_to_detached(account)
         db.session.add(account)
-        db.session.flush()
+        account_new = True
     key = {"appid": appid, "openid": session.openid}
-    db.session.execute(_sql("upsert_user"), {**key, "unionid": session.unionid,
-                                             "account_id": account.id,
-                                             "session_key": session.session_key, "now": now})
-    user = db.session.execute(_sql("select_user"), key).scalar_one()
+    upserted = db.session.execute(_sql("upsert_user"), {
+        **key, "unionid": session.unionid, "account_id": account.id,
+        "session_key": session.session_key, "now": now})
+    if _sql("upsert_user_returns_user"):
+        user = upserted.scalar_one()
+    else:
+        user = db.session.execute(_sql("select_user"), key).scalar_one()
     is_new_user = user.created_at == now  # our insert won; an update kept the older value
     if user.account_id != account.id:
         # Another first login of this openid won the race: use its account, drop ours.
         if account_new and union_account is None:
             db.session.delete(account)
         account, account_new = db.session.get(Account, user.account_id), False
+    elif is_new_user and account_new:  # alone in a new account: no query for app_count
+        set_committed_value(user, "app_count", 1)
     db.session.commit()
     return LoginResult(user, is_new_user, account, account_new)
 
