@@ -54,6 +54,15 @@ def login_rate_limit() -> str:
     return current_app.config["LOGIN_RATE_LIMIT"]
 
 
+RATE_LIMITED_ENDPOINTS = {"auth.login"}  # the views decorated with @limiter.limit
+
+
+@limiter.request_filter
+def _not_rate_limited() -> bool:
+    """Every other request skips Flask-Limiter's per-request checks (no default limits)."""
+    return request.endpoint not in RATE_LIMITED_ENDPOINTS
+
+
 @blp.route("/login", methods=["POST"])
 @limiter.limit(login_rate_limit)
 @blp.arguments(LoginSchema)
