@@ -99,10 +99,9 @@ class Config:
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False  # no cookies: mini-programs send a Bearer header
 
-    # --- Abuse limits (Flask-Limiter; counters in Redis when REDIS_URL is set) ------------------
+    # --- Abuse limits (wxauth.ratelimit; counters in Redis when REDIS_URL is set) -------------
     # Per client address. Mobile carriers put many users behind one address: keep it generous.
     LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "60 per minute")
-    RATELIMIT_HEADERS_ENABLED = True
 
     # --- Logs ---------------------------------------------------------------------------------
     LOG_FORMAT = env_str("LOG_FORMAT", "text")  # text | json

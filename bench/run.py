@@ -3,14 +3,15 @@
 Starts on loopback a fast WeChat stand-in (bench/standin.py), wxauth under gunicorn with N
 workers on SQLite (and PostgreSQL with --postgres URL), and a bare Flask JSON endpoint
 (bench/bare.py) under the same gunicorn; drives them with wrk, alternating reference and
-scenario, and prints requests/s, p50/p99 latency, errors and the ratio to the bare endpoint:
+scenario (--repeat times: this machine's speed drifts, so medians are printed), and prints
+requests/s, p50/p99 latency, errors and the ratio to the bare endpoint:
 
 - POST /auth/login, new users (every code a new openid) and returning users (a pool of 500);
 - GET /profile with a valid token; POST /profile with a valid encryptedData;
 
 plus TCP connections opened to the stand-in per 1,000 logins and peak RSS per worker.
 
-    .venv/bin/python bench/run.py [--workers 2] [--duration 10] [--connections 16]
+    .venv/bin/python bench/run.py [--workers 2] [--duration 8] [--repeat 3] [--connections 16]
                                    [--postgres postgresql+psycopg://postgres@127.0.0.1/test]
 """
 
@@ -25,6 +26,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,6 +176,18 @@ def prepare_user(base: str) -> tuple[str, str]:
     return login.json()["access_token"], body
 
 
+def count_users(database_url: str, prefix: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT count(*) FROM users WHERE openid LIKE :p"),
+                                      {"p": prefix + "%"}).scalar_one()
+    finally:
+        engine.dispose()
+
+
 def run_database(label: str, database_url: str, args, tmp: Path, procs: Processes,
                  standin_url: str, bare_url: str, bare_master: int) -> list[dict]:
     env = {**os.environ, "FLASK_DEBUG": "0", "WECHAT_APPID": APPID,
@@ -194,17 +208,25 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
     token, body = prepare_user(base)
     rows = []
     for title, key, path in SCENARIOS:
-        bare = wrk(bare_url + "/json", LUA["bare"], args.duration, args.connections, tmp)
-        before = requests.get(standin_url + "/stats", timeout=5).json()
-        script = LUA[key] % {"token": token, "body": body, "run": secrets.token_hex(4)}
-        result = wrk(base + path, script, args.duration, args.connections, tmp)
-        after = requests.get(standin_url + "/stats", timeout=5).json()
-        result.update(title=f"{title} [{label}]", ratio=result["rps"] / bare["rps"],
-                      bare=bare["rps"])
+        runs, opened = [], 0
+        for _ in range(args.repeat):  # reference and scenario alternate; medians are reported
+            bare = wrk(bare_url + "/json", LUA["bare"], args.duration, args.connections, tmp)
+            before = requests.get(standin_url + "/stats", timeout=5).json()
+            script = LUA[key] % {"token": token, "body": body, "run": secrets.token_hex(4)}
+            result = wrk(base + path, script, args.duration, args.connections, tmp)
+            after = requests.get(standin_url + "/stats", timeout=5).json()
+            opened += after["connections"] - before["connections"]
+            runs.append({**result, "bare": bare["rps"], "ratio": result["rps"] / bare["rps"]})
+        row = {name: statistics.median(run[name] for run in runs)
+               for name in ("rps", "p50", "p99", "bare", "ratio")}
+        row.update(title=f"{title} [{label}]", errors=sum(run["errors"] for run in runs),
+                   requests=sum(run["requests"] for run in runs))
         if key.startswith("login"):
-            opened = after["connections"] - before["connections"]
-            result["conns_per_1000"] = 1000 * opened / max(1, result["requests"])
-        rows.append(result)
+            row["conns_per_1000"] = 1000 * opened / max(1, row["requests"])
+        if key == "login_new":  # every one of those logins really was a first login
+            row["note"] = (f"{count_users(database_url, 'onew')} users created by "
+                           f"{row['requests']} new-user logins")
+        rows.append(row)
     rss = [peak_rss_mb(pid) for pid in worker_pids(master.pid)]
     for row in rows:
         row["rss"] = max(rss) if rss else float("nan")
@@ -214,7 +236,9 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
 def main() -> None:
     parser = argparse.ArgumentParser(description="wxauth login-path benchmark")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="alternations of reference and scenario per scenario (medians)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--postgres", help="also run on this PostgreSQL URL (a scratch schema)")
     args = parser.parse_args()
@@ -243,7 +267,8 @@ def main() -> None:
         procs.stop()
 
     print(f"\nwxauth benchmark: gunicorn -w {args.workers} (sync), wrk -c {args.connections}, "
-          f"{args.duration} s per run, {os.cpu_count()} CPUs\n")
+          f"{args.duration} s per run, medians of {args.repeat} alternations, "
+          f"{os.cpu_count()} CPUs\n")
     header = (f"{'scenario':48} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
               f"{'bare/s':>7} {'ratio':>6} {'conn/1k':>7} {'RSS MB':>6}")
     print(header)
@@ -252,6 +277,9 @@ def main() -> None:
         conns = f"{r['conns_per_1000']:.1f}" if "conns_per_1000" in r else "-"
         print(f"{r['title']:48} {r['rps']:8.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
               f"{r['errors']:6d} {r['bare']:7.0f} {r['ratio']:6.2f} {conns:>7} {r['rss']:6.1f}")
+    for r in rows:
+        if "note" in r:
+            print(f"\n{r['title']}: {r['note']}")
 
 
 if __name__ == "__main__":

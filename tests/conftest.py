@@ -100,7 +100,7 @@ def redis_prefix():
     url = os.environ.get("TEST_REDIS_URL")
     if url:
         client = redis_lib.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"*{prefix}*"))  # Flask-Limiter adds its own in front
+        keys = list(client.scan_iter(match=f"*{prefix}*"))  # limits adds its own in front
         if keys:
             client.delete(*keys)
         client.close()

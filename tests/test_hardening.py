@@ -19,7 +19,7 @@ def test_login_rate_limit_per_client_address(app_config, request):
     # another client behind the trusted proxy has its own budget
     other = {"X-Forwarded-For": "203.0.113.50"}
     assert server.post("/auth/login", json={"code": "x"}, headers=other).status_code == 400
-    # the rest of the API is not limited (nor checked: RATE_LIMITED_ENDPOINTS)
+    # the rest of the API is not limited
     healthz = server.get("/healthz")
     assert healthz.status_code == 200 and "X-RateLimit-Limit" not in healthz.headers
 
@@ -51,7 +51,7 @@ def test_rate_limit_is_shared_by_workers_through_redis(production_env, redis_url
         server.stop()
     assert pids == 2
     assert statuses == [400] * 3 + [429] * 5
-    # Flask-Limiter's keys: "LIMITS:LIMITER/<REDIS_PREFIX>ratelimit/<address>/…"
+    # limits' keys: "LIMITS:LIMITER/<REDIS_PREFIX>ratelimit/<address>/login/…"
     assert redis.Redis.from_url(redis_url).keys(f"*{redis_prefix}ratelimit/127.0.0.1/*")
 
 
@@ -110,7 +110,7 @@ def test_in_process_limit_storage_sweeps_without_a_thread_per_hit(monkeypatch):
     now = {"wall": 1_000_000.0, "mono": 500.0}
     monkeypatch.setattr(limits_memory, "time", types.SimpleNamespace(time=lambda: now["wall"]))
     monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(monotonic=lambda: now["mono"]))
-    storage = storage_from_string(ratelimit.STORAGE_URI)
+    storage = storage_from_string(ratelimit.MEMORY_URI)
     assert isinstance(storage, ratelimit.SweptMemoryStorage)
     timers = []
     monkeypatch.setattr(threading, "Timer", lambda *a, **k: timers.append(a))
@@ -127,3 +127,13 @@ def test_in_process_limit_storage_sweeps_without_a_thread_per_hit(monkeypatch):
     now["mono"] += 2  # …and the next hit after the sweep interval frees the expired keys
     limiter.hit(item, "client-b")
     assert sorted(key.split("/")[1] for key in storage.storage) == ["client-a", "client-b"]
+
+
+def test_a_malformed_login_rate_limit_stops_startup(app_config):
+    import pytest
+
+    from config import ConfigError
+    from wxauth import create_app
+
+    with pytest.raises(ConfigError, match="LOGIN_RATE_LIMIT"):
+        create_app({**app_config, "LOGIN_RATE_LIMIT": "lots per minute"})

@@ -9,12 +9,15 @@ from typing import Any
 from flask import Flask, current_app, send_from_directory
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from config import ConfigError
+
 from . import errors, settings
 from .access_token import AccessTokenManager
 from .apps import MiniProgram
-from .extensions import api, db, jwt, limiter
+from .extensions import api, db, jwt
 from .logs import configure_logging
 from .proxy import TrustedProxyFix
+from .ratelimit import RateLimit
 from .shared import SharedStore, create_store
 from .storage import LocalStorage
 from .wechat.client import WeChatClient
@@ -59,7 +62,6 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     register_migrations(app)
     jwt.init_app(app)
-    limiter.init_app(app)
     errors.register_jwt_loaders(jwt)
     api.init_app(app)
     api.spec.components.security_scheme(
@@ -79,9 +81,17 @@ def register_migrations(app: Flask) -> None:
 
 
 def register_shared_state(app: Flask) -> None:
-    """The shared store (Redis or in-process) and, behind proxies, trusted X-Forwarded-*."""
-    app.extensions["shared_store"] = create_store(app.config["REDIS_URL"],
-                                                  app.config["REDIS_PREFIX"])
+    """The shared store (Redis or in-process), the login rate limit (counted there too) and,
+    behind proxies, trusted X-Forwarded-*."""
+    cfg = app.config
+    app.extensions["shared_store"] = create_store(cfg["REDIS_URL"], cfg["REDIS_PREFIX"])
+    try:
+        app.extensions["login_rate_limit"] = RateLimit(
+            cfg["LOGIN_RATE_LIMIT"], cfg["RATELIMIT_STORAGE_URI"], "login",
+            cfg["RATELIMIT_KEY_PREFIX"])
+    except ValueError:
+        raise ConfigError(f"LOGIN_RATE_LIMIT is malformed: {cfg['LOGIN_RATE_LIMIT']!r} "
+                          "(e.g. '60 per minute' or '10/second; 1000/day')") from None
     app.extensions["storage"] = LocalStorage(app.config["MEDIA_ROOT"])
     networks = app.config["TRUSTED_PROXY_NETWORKS"]
     if networks:

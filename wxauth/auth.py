@@ -7,7 +7,8 @@ from flask_jwt_extended import get_current_user, get_jwt, jwt_required
 
 from . import apps, tokens, users
 from .errors import AUTH_CODES, Problem, documents_problems
-from .extensions import jwt, limiter
+from .extensions import jwt
+from .ratelimit import limited
 from .schemas import Blueprint, LoginResultSchema, LoginSchema, SessionSchema, TokenPairSchema
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Login with wx.login codes")
@@ -50,21 +51,8 @@ def _is_revoked(_header, payload):
     return tokens.is_revoked(payload)
 
 
-def login_rate_limit() -> str:
-    return current_app.config["LOGIN_RATE_LIMIT"]
-
-
-RATE_LIMITED_ENDPOINTS = {"auth.login"}  # the views decorated with @limiter.limit
-
-
-@limiter.request_filter
-def _not_rate_limited() -> bool:
-    """Every other request skips Flask-Limiter's per-request checks (no default limits)."""
-    return request.endpoint not in RATE_LIMITED_ENDPOINTS
-
-
 @blp.route("/login", methods=["POST"])
-@limiter.limit(login_rate_limit)
+@limited("login_rate_limit")  # counted before the body is parsed
 @blp.arguments(LoginSchema)
 @blp.response(200, LoginResultSchema)
 @documents_problems(blp, *LOGIN_PROBLEMS)

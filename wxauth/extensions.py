@@ -4,8 +4,6 @@ import time
 
 from flask import current_app
 from flask_jwt_extended import JWTManager
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
@@ -53,5 +51,3 @@ class VerifiedTokenCache(JWTManager):
 
 jwt = VerifiedTokenCache()
 api = ProblemApi()
-# Client address: request.remote_addr, which honours X-Forwarded-For from TRUSTED_PROXIES only.
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True)

@@ -71,9 +71,8 @@ def apply(app: Flask) -> None:
     if cfg["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {cfg['LOG_LEVEL']!r}")
 
-    # Flask-Limiter's counters live with the rest of the shared state (in-process without
-    # Redis: limits' memory storage minus its timer thread per hit, see wxauth.ratelimit).
-    cfg.setdefault("RATELIMIT_STORAGE_URI", cfg.get("REDIS_URL") or ratelimit.STORAGE_URI)
+    # The login rate limit counts with the rest of the shared state (see wxauth.ratelimit).
+    cfg.setdefault("RATELIMIT_STORAGE_URI", cfg.get("REDIS_URL") or ratelimit.MEMORY_URI)
     cfg.setdefault("RATELIMIT_KEY_PREFIX", (cfg.get("REDIS_PREFIX") or "") + "ratelimit")
 
     try:

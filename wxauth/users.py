@@ -149,7 +149,7 @@ def _statements(dialect: str, returning: bool) -> dict[str, Any]:
 
 
 def _sql(name: str):
-    dialect = db.session.get_bind().dialect
+    dialect = db.engine.dialect  # (the session's bind: one engine)
     return _statements(dialect.name, dialect.insert_returning)[name]
 
 
