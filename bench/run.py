@@ -224,8 +224,9 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
         if key.startswith("login"):
             row["conns_per_1000"] = 1000 * opened / max(1, row["requests"])
         if key == "login_new":  # every one of those logins really was a first login
-            row["note"] = (f"{count_users(database_url, 'onew')} users created by "
-                           f"{row['requests']} new-user logins")
+            row["note"] = (f"{count_users(database_url, 'onew')} users created; wrk counted "
+                           f"{row['requests']} answers (requests in flight at the end of a "
+                           "run are not counted)")
         rows.append(row)
     rss = [peak_rss_mb(pid) for pid in worker_pids(master.pid)]
     for row in rows:
