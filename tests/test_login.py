@@ -62,6 +62,20 @@ def test_returning_user_gets_same_id_and_new_session_key(server, app):
         assert user.last_login_at >= user.created_at
 
 
+@pytest.mark.parametrize("returning", [True, False])
+def test_first_login_with_and_without_insert_returning(server, app, monkeypatch, returning):
+    """The user upsert answers its row where the database has INSERT … RETURNING; without it
+    (MySQL) a SELECT follows. Both give the same login."""
+    with app.app_context():
+        monkeypatch.setattr(db.engine.dialect, "insert_returning", returning)
+    first = server.login("o-carol")
+    assert first["is_new_user"] is True and first["is_new_account"] is True
+    assert first["user"]["is_new_account"] is True and first["user"]["account_id"]
+    again = server.login("o-carol")
+    assert again["is_new_user"] is False and again["user"]["id"] == first["user"]["id"]
+    assert user_count(app) == 1
+
+
 def test_profile_with_the_token(server):
     token = server.login("o-carol")["access_token"]
     response = server.get("/profile", token=token)

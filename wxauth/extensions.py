@@ -19,6 +19,7 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 # Flask-Migrate (and alembic, ~11 MB) is set up in wxauth.register_migrations, only where
 # migrations can run: the flask CLI, development and tests — not in gunicorn's workers.
+# The login rate limit is wxauth.ratelimit.RateLimit, built in wxauth.register_shared_state.
 
 
 class VerifiedTokenCache(JWTManager):
@@ -30,6 +31,9 @@ class VerifiedTokenCache(JWTManager):
     kept per app, up to `MAX_TOKENS`, and reused while ``exp`` has not passed (with
     ``JWT_DECODE_LEEWAY``). A token never seen, tampered with or expired takes the full path;
     the revocation and user checks run on every request as before.
+
+    It overrides flask-jwt-extended's ``_decode_jwt_from_config`` (private; the version is
+    pinned, and tests/test_tokens.py fails if an upgrade stops calling it).
     """
 
     MAX_TOKENS = 1024  # per app and process; the cache starts over when full
@@ -39,7 +43,8 @@ class VerifiedTokenCache(JWTManager):
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
         cache = current_app.extensions.setdefault("wxauth_verified_tokens", {})
         claims = cache.get(encoded_token)
-        if claims is not None and claims["exp"] + current_app.config["JWT_DECODE_LEEWAY"] > time.time():
+        leeway = current_app.config["JWT_DECODE_LEEWAY"]
+        if claims is not None and claims["exp"] + leeway > time.time():
             return dict(claims)
         claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
         if "exp" in claims:  # tokens without an expiry are not remembered
