@@ -130,8 +130,10 @@ def _statements(dialect: str, returning: bool) -> dict[str, Any]:
                       last_login_at=user.excluded.last_login_at,
                       unionid=func.coalesce(user.excluded.unionid, users.c.unionid)))
     by_key = (User.appid == bindparam("appid")) & (User.openid == bindparam("openid"))
-    if returning:  # loaded as a User by the ORM's SELECT path (its bulk-INSERT path costs more)
-        user = (select(User).from_statement(user.returning(*users.c))
+    if returning:  # loaded as a User by the ORM's SELECT path (its bulk-INSERT path costs more),
+        # without the session_key it was just given (deferred, as everywhere)
+        answered = [column for column in users.c if column.key != "session_key"]
+        user = (select(User).from_statement(user.returning(*answered))
                 .execution_options(populate_existing=True))
     return {
         "insert_account": account,
