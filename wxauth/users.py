@@ -139,7 +139,6 @@ def _statements(dialect: str, returning: bool) -> dict[str, Any]:
         "insert_account": account,
         "insert_new_account": sa_insert(accounts).values(
             unionid=None, created_at=bindparam("now", type_=UTCDateTime)),
-        "upsert_user_returns_user": returning,
         "select_union_account": select(Account).where(Account.unionid == bindparam("unionid"))
         .with_for_update().execution_options(populate_existing=True),
         "upsert_user": user,
@@ -202,7 +201,7 @@ def _first_login(appid, session, now, union_account, union_created) -> LoginResu
     upserted = db.session.execute(_sql("upsert_user"), {
         **key, "unionid": session.unionid, "account_id": account.id,
         "session_key": session.session_key, "now": now})
-    if _sql("upsert_user_returns_user"):
+    if db.engine.dialect.insert_returning:  # (the statement was built for it, see _sql)
         user = upserted.scalar_one()
     else:
         user = db.session.execute(_sql("select_user"), key).scalar_one()

@@ -398,7 +398,7 @@ class WeChatClient:
         try:
             response = self._http.request(method, url, body=body, headers=headers,
                                           timeout=self.timeout, redirect=False)
-        except (Urllib3Timeout, MaxRetryError, HTTPError, OSError) as exc:
+        except (HTTPError, OSError) as exc:  # (urllib3's timeouts and MaxRetryError included)
             reason = exc.reason if isinstance(exc, MaxRetryError) else exc
             # (urllib3's NewConnectionError, a refused connection, subclasses its timeout)
             if (isinstance(reason, (Urllib3Timeout, TimeoutError))
