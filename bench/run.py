@@ -9,7 +9,8 @@ requests/s, p50/p99 latency, errors and the ratio to the bare endpoint:
 - POST /auth/login, new users (every code a new openid) and returning users (a pool of 500);
 - GET /profile with a valid token; POST /profile with a valid encryptedData;
 
-plus TCP connections opened to the stand-in per 1,000 logins and peak RSS per worker.
+plus TCP connections opened to the stand-in per 1,000 logins, peak RSS per worker, and the
+CPU time (user + system) the workers spent per request, for wxauth and for the bare endpoint.
 
     .venv/bin/python bench/run.py [--workers 2] [--duration 8] [--repeat 3] [--connections 16]
                                    [--postgres postgresql+psycopg://postgres@127.0.0.1/test]
@@ -134,6 +135,26 @@ def peak_rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far, in seconds (/proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, script: str, args, tmp: Path, pids: list[int]) -> dict:
+    """One wrk run; adds the CPU the server processes `pids` spent per request (µs)."""
+    before = cpu_seconds(pids)
+    result = wrk(url, script, args.duration, args.connections, tmp)
+    result["cpu_us"] = 1e6 * (cpu_seconds(pids) - before) / max(1, result["requests"])
+    return result
+
+
 def parse_wrk(output: str) -> dict:
     def latency(label: str) -> float:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
@@ -189,7 +210,8 @@ def count_users(database_url: str, prefix: str) -> int:
 
 
 def run_database(label: str, database_url: str, args, tmp: Path, procs: Processes,
-                 standin_url: str, bare_url: str, bare_master: int) -> list[dict]:
+                 standin_url: str, standin_pid: int, bare_url: str,
+                 bare_master: int) -> list[dict]:
     env = {**os.environ, "FLASK_DEBUG": "0", "WECHAT_APPID": APPID,
            "WECHAT_SECRET": secrets.token_hex(16), "WECHAT_API_BASE": standin_url,
            "DATABASE_URL": database_url, "JWT_SECRET_KEY": secrets.token_urlsafe(48),
@@ -206,19 +228,25 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
                                              "-b", f"127.0.0.1:{port}", "wsgi:app"],
                          env, base + "/healthz")
     token, body = prepare_user(base)
+    workers, bare_workers = worker_pids(master.pid), worker_pids(bare_master)
     rows = []
     for title, key, path in SCENARIOS:
         runs, opened = [], 0
         for _ in range(args.repeat):  # reference and scenario alternate; medians are reported
-            bare = wrk(bare_url + "/json", LUA["bare"], args.duration, args.connections, tmp)
+            bare = measure(bare_url + "/json", LUA["bare"], args, tmp, bare_workers)
             before = requests.get(standin_url + "/stats", timeout=5).json()
             script = LUA[key] % {"token": token, "body": body, "run": secrets.token_hex(4)}
-            result = wrk(base + path, script, args.duration, args.connections, tmp)
+            standin_cpu = cpu_seconds([standin_pid])
+            result = measure(base + path, script, args, tmp, workers)
+            result["standin_us"] = (1e6 * (cpu_seconds([standin_pid]) - standin_cpu)
+                                    / max(1, result["requests"]))
             after = requests.get(standin_url + "/stats", timeout=5).json()
             opened += after["connections"] - before["connections"]
-            runs.append({**result, "bare": bare["rps"], "ratio": result["rps"] / bare["rps"]})
+            runs.append({**result, "bare": bare["rps"], "ratio": result["rps"] / bare["rps"],
+                         "bare_cpu_us": bare["cpu_us"]})
         row = {name: statistics.median(run[name] for run in runs)
-               for name in ("rps", "p50", "p99", "bare", "ratio")}
+               for name in ("rps", "p50", "p99", "bare", "ratio", "cpu_us", "bare_cpu_us",
+                            "standin_us")}
         row.update(title=f"{title} [{label}]", errors=sum(run["errors"] for run in runs),
                    requests=sum(run["requests"] for run in runs))
         if key.startswith("login"):
@@ -251,7 +279,7 @@ def main() -> None:
     try:
         standin_port = free_port()
         standin_url = f"http://127.0.0.1:{standin_port}"
-        procs.start("standin", [sys.executable, str(ROOT / "bench" / "standin.py"),
+        standin = procs.start("standin", [sys.executable, str(ROOT / "bench" / "standin.py"),
                                 str(standin_port)], dict(os.environ), standin_url + "/stats")
         bare_port = free_port()
         bare_url = f"http://127.0.0.1:{bare_port}"
@@ -260,10 +288,10 @@ def main() -> None:
                                     "-b", f"127.0.0.1:{bare_port}", "bench.bare:app"],
                            dict(os.environ), bare_url + "/json")
         rows = run_database("sqlite", f"sqlite:///{tmp / 'bench.db'}", args, tmp, procs,
-                            standin_url, bare_url, bare.pid)
+                            standin_url, standin.pid, bare_url, bare.pid)
         if args.postgres:
             rows += run_database("postgresql", args.postgres, args, tmp, procs, standin_url,
-                                 bare_url, bare.pid)
+                                 standin.pid, bare_url, bare.pid)
     finally:
         procs.stop()
 
@@ -271,13 +299,19 @@ def main() -> None:
           f"{args.duration} s per run, medians of {args.repeat} alternations, "
           f"{os.cpu_count()} CPUs\n")
     header = (f"{'scenario':48} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-              f"{'bare/s':>7} {'ratio':>6} {'conn/1k':>7} {'RSS MB':>6}")
+              f"{'bare/s':>7} {'ratio':>6} {'conn/1k':>7} {'RSS MB':>6} {'cpu us':>6} "
+              f"{'bare us':>7}")
     print(header)
     print("-" * len(header))
     for r in rows:
         conns = f"{r['conns_per_1000']:.1f}" if "conns_per_1000" in r else "-"
         print(f"{r['title']:48} {r['rps']:8.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
-              f"{r['errors']:6d} {r['bare']:7.0f} {r['ratio']:6.2f} {conns:>7} {r['rss']:6.1f}")
+              f"{r['errors']:6d} {r['bare']:7.0f} {r['ratio']:6.2f} {conns:>7} {r['rss']:6.1f} "
+              f"{r['cpu_us']:6.0f} {r['bare_cpu_us']:7.0f}")
+    print("\ncpu us: CPU time (user + system) of the server's workers per request, this run's "
+          "median;\nbare us: the same for the bare endpoint. The stand-in used "
+          + ", ".join(f"{r['standin_us']:.0f}" for r in rows if r["title"].startswith("POST /auth"))
+          + " us per login (it shares the cores).")
     for r in rows:
         if "note" in r:
             print(f"\n{r['title']}: {r['note']}")
