@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +76,9 @@ def register_migrations(app: Flask) -> None:
     CLI, in development and in tests. A production WSGI worker skips it: it never migrates,
     and alembic would cost each worker ~11 MB."""
     if os.environ.get("FLASK_RUN_FROM_CLI") == "true" or app.debug or app.testing:
+        # alembic ≥ 1.17 logs one INFO line per built-in plugin on import: noise before every
+        # flask command (its migration lines still show)
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         from flask_migrate import Migrate
 
         Migrate(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
