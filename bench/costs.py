@@ -1,0 +1,168 @@
+"""Where a request's CPU time goes: wxauth's requests and their parts, in one process.
+
+`bench/run.py` measures throughput under gunicorn; this prints the CPU time (µs, user +
+system, `time.process_time`) of each piece alone, no server and no load, so the ratios in the
+README can be read against them:
+
+- a request to the bare Flask endpoint and to wxauth (GET /profile, POST /profile, a
+  returning and a first login), through the WSGI app in this process;
+- the parts of a login and of an authenticated request: the code2Session call (urllib3 to the
+  stand-in on loopback), the user query with and without its session_key, the two JWTs of a
+  login, reading a token's header, the access-log line, the login answer's serialization.
+
+    .venv/bin/python bench/costs.py [--count 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from standin import session_key_for  # noqa: E402
+
+APPID = "wxbench0000000000"
+
+
+def cost(count: int, fn) -> float:
+    """CPU µs per call of `fn` (after a warm-up of a tenth of `count`)."""
+    for i in range(max(1, count // 10)):
+        fn(i)
+    started = time.process_time()
+    for i in range(count):
+        fn(i)
+    return 1e6 * (time.process_time() - started) / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3000, help="calls per measurement")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="wxauth-costs-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    standin = f"http://127.0.0.1:{port}"
+    # the settings before anything imports wxauth (config reads the environment on import)
+    os.environ.update({
+        "FLASK_DEBUG": "0", "WECHAT_APPID": APPID, "WECHAT_SECRET": secrets.token_hex(16),
+        "WECHAT_API_BASE": standin, "DATABASE_URL": f"sqlite:///{tmp / 'costs.db'}",
+        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+        "SESSION_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "LOGIN_RATE_LIMIT": "100000000 per minute", "WECHAT_WATERMARK_MAX_AGE": "3600",
+        "WXAUTH_INSTANCE_PATH": str(tmp / "instance"), "REDIS_URL": ""})
+    from run import Processes
+
+    procs = Processes(tmp)
+    try:
+        procs.start("standin", [sys.executable, str(ROOT / "bench" / "standin.py"), str(port)],
+                    dict(os.environ), standin + "/stats")
+        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+                       cwd=ROOT, check=True, capture_output=True)
+        print_costs(args.count)
+    finally:
+        procs.stop()
+
+
+def print_costs(count: int) -> None:
+    import jwt as pyjwt
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    from bare import app as bare_app
+    from wsgi import app
+    from wxauth import apps, tokens, users
+    from wxauth.extensions import db
+    from wxauth.logs import access_log
+    from wxauth.schemas import LoginResultSchema
+    from wxauth.wechat.crypto import encrypt
+
+    # the access line goes where a worker's goes (stderr), here to /dev/null
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))
+
+    def request(wsgi_app, method, path, **kwargs):
+        environ = EnvironBuilder(method=method, path=path, **kwargs).get_environ()
+        body, status, _ = run_wsgi_app(wsgi_app, environ)
+        b"".join(body)
+        if not status.startswith("200"):
+            raise SystemExit(f"{method} {path}: {status}")
+
+    client = app.test_client()
+    openid = "obench-profile"
+    token = client.post("/auth/login", json={"code": f"{openid}.1"}).json["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    data = {"nickName": "Bench", "gender": 1, "city": "Shenzhen", "language": "zh_CN",
+            "watermark": {"appid": APPID, "timestamp": int(time.time())}}
+    encrypted, iv = encrypt(session_key_for(openid), data)
+    body = {"encryptedData": base64.b64encode(encrypted).decode(),
+            "iv": base64.b64encode(iv).decode()}
+    run_tag = secrets.token_hex(4)
+
+    rows = [
+        ("bare Flask JSON endpoint (the reference)",
+         cost(count, lambda i: request(bare_app, "GET", "/json"))),
+        ("GET /profile", cost(count, lambda i: request(app, "GET", "/profile", headers=auth))),
+        ("POST /profile (encryptedData, unchanged data)",
+         cost(count, lambda i: request(app, "POST", "/profile", headers=auth, json=body))),
+        ("POST /auth/login, returning user (pool of 500)",
+         cost(count, lambda i: request(app, "POST", "/auth/login",
+                                       json={"code": f"oret{i % 500}.{run_tag}_{i}"}))),
+        ("POST /auth/login, new user",
+         cost(count, lambda i: request(app, "POST", "/auth/login",
+                                       json={"code": f"onew{run_tag}_{i}.1"}))),
+    ]
+    parts = []
+    with app.test_request_context("/auth/login", method="POST"):
+        program = apps.get(None)
+        parts.append(("code2Session call (urllib3, pooled, loopback stand-in)",
+                      cost(count, lambda i: program.client.code2session(f"oret{i}.{run_tag}"))))
+        user = users.find_user(APPID, openid)
+        def query(with_session_key: bool) -> None:  # in a new session, as a request
+            users.find_user(APPID, openid, with_session_key=with_session_key)
+            db.session.remove()
+
+        parts.append(("user query, session included (ORM SELECT by appid + openid)",
+                      cost(count, lambda i: query(False))))
+        parts.append(("the same with the session_key (+ Fernet decryption)",
+                      cost(count, lambda i: query(True))))
+        parts.append(("a login's access + refresh token (flask-jwt-extended)",
+                      cost(count, lambda i: tokens.issue(user))))
+        parts.append(("a token's header read (flask-jwt-extended, every request)",
+                      cost(count, lambda i: pyjwt.get_unverified_header(token))))
+        answer = {**tokens.issue(user), "is_new_user": False, "is_new_account": False,
+                  "user": user}
+        schema = LoginResultSchema()
+        parts.append(("the login answer's serialization (marshmallow + JSON)",
+                      cost(count, lambda i: json.dumps(schema.dump(answer)))))
+        parts.append(("the access-log line", cost(count, lambda i: access_log.info(
+            "%s %s %s %.1fms", "GET", "/profile", 200, 1.0, extra={
+                "method": "GET", "path": "/profile", "status": 200, "duration_ms": 1.0,
+                "remote_addr": "127.0.0.1"}))))
+
+    print(f"\nCPU time per call, one process, no load ({count} calls each; µs)\n")
+    for title, value in rows:
+        print(f"{title:58} {value:7.0f}")
+    print("\nparts of those requests:\n")
+    for title, value in parts:
+        print(f"{title:58} {value:7.0f}")
+    print("\nUnder gunicorn (bench/run.py) every request also pays the sync worker's accept, "
+          "HTTP parsing\nand connection close, and the kernel's TCP work: the bare "
+          "endpoint's 'bare us' there minus its\nfigure here.")
+
+
+if __name__ == "__main__":
+    main()
