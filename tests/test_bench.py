@@ -1,0 +1,24 @@
+"""The benchmarks still run (no timing asserted): bench/costs.py end to end, briefly."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from helpers import ROOT, environment
+
+
+def test_costs_script_prints_every_request_and_part(tmp_path):
+    result = subprocess.run([sys.executable, "bench/costs.py", "--count", "20"], cwd=ROOT,
+                            env=environment(tmp_path), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = dict(re.findall(r"^(\S.*?)\s{2,}(\d+)$", result.stdout, re.M))
+    for title in ("bare Flask JSON endpoint (the reference)", "GET /profile",
+                  "POST /profile (encryptedData, unchanged data)",
+                  "POST /auth/login, returning user (pool of 500)", "POST /auth/login, new user",
+                  "code2Session call (urllib3, pooled, loopback stand-in)",
+                  "a login's access + refresh token (flask-jwt-extended)",
+                  "the access-log line"):
+        assert int(figures[title]) > 0, (title, result.stdout)
