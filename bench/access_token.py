@@ -121,7 +121,7 @@ def main() -> None:
     fetches = (after["stable_token_fetches"] - before["stable_token_fetches"]
                + after["token_fetches"] - before["token_fetches"])
     ok = statuses.count(200)
-    print(f"instances x workers        2 x 2 (gunicorn, shared Redis, shared SQLite)")
+    print("instances x workers        2 x 2 (gunicorn, shared Redis, shared SQLite)")
     print(f"phone-number calls         {args.calls} ({ok} x 200, "
           f"{args.calls - ok} other) in {elapsed:.1f} s, {args.calls / elapsed:.0f}/s")
     print(f"access_token fetches       {fetches}")

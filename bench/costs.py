@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,9 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from run import APPID, Processes, free_port, server_env  # noqa: E402
 from standin import session_key_for  # noqa: E402
-
-APPID = "wxbench0000000000"
 
 
 def cost(count: int, fn) -> float:
@@ -52,20 +50,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000, help="calls per measurement")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wxauth-costs-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     standin = f"http://127.0.0.1:{port}"
     # the settings before anything imports wxauth (config reads the environment on import)
-    os.environ.update({
-        "FLASK_DEBUG": "0", "WECHAT_APPID": APPID, "WECHAT_SECRET": secrets.token_hex(16),
-        "WECHAT_API_BASE": standin, "DATABASE_URL": f"sqlite:///{tmp / 'costs.db'}",
-        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
-        "SESSION_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        "LOGIN_RATE_LIMIT": "100000000 per minute", "WECHAT_WATERMARK_MAX_AGE": "3600",
-        "WXAUTH_INSTANCE_PATH": str(tmp / "instance"), "REDIS_URL": ""})
-    from run import Processes
-
+    os.environ.update(server_env(standin, f"sqlite:///{tmp / 'costs.db'}", tmp / "instance"))
     procs = Processes(tmp)
     try:
         procs.start("standin", [sys.executable, str(ROOT / "bench" / "standin.py"), str(port)],

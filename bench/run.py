@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from standin import session_key_for  # noqa: E402
-from wxauth.wechat.crypto import encrypt  # noqa: E402
 
 APPID = "wxbench0000000000"
 # wrk gives every thread its own Lua state with the same unseeded math.random: codes are
@@ -186,6 +185,8 @@ def wrk(url: str, script: str, duration: int, connections: int, tmp: Path) -> di
 
 def prepare_user(base: str) -> tuple[str, str]:
     """Log a bench user in; return (access token, POST /profile body with valid data)."""
+    from wxauth.wechat.crypto import encrypt  # (wxauth's config reads the environment)
+
     openid = "obench-profile"
     login = requests.post(base + "/auth/login", json={"code": f"{openid}.1"}, timeout=10)
     login.raise_for_status()
@@ -209,16 +210,22 @@ def count_users(database_url: str, prefix: str) -> int:
         engine.dispose()
 
 
+def server_env(standin_url: str, database_url: str, instance_path: Path) -> dict[str, str]:
+    """wxauth's settings for a benchmark: the stand-in as WeChat, fresh keys, no rate limit
+    in the way, no Redis."""
+    return {"FLASK_DEBUG": "0", "WECHAT_APPID": APPID, "WECHAT_SECRET": secrets.token_hex(16),
+            "WECHAT_API_BASE": standin_url, "DATABASE_URL": database_url,
+            "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+            "SESSION_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            "LOGIN_RATE_LIMIT": "100000000 per minute", "WECHAT_WATERMARK_MAX_AGE": "3600",
+            "WXAUTH_INSTANCE_PATH": str(instance_path), "REDIS_URL": "",
+            "PYTHONPATH": str(ROOT)}
+
+
 def run_database(label: str, database_url: str, args, tmp: Path, procs: Processes,
                  standin_url: str, standin_pid: int, bare_url: str,
                  bare_master: int) -> list[dict]:
-    env = {**os.environ, "FLASK_DEBUG": "0", "WECHAT_APPID": APPID,
-           "WECHAT_SECRET": secrets.token_hex(16), "WECHAT_API_BASE": standin_url,
-           "DATABASE_URL": database_url, "JWT_SECRET_KEY": secrets.token_urlsafe(48),
-           "SESSION_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-           "LOGIN_RATE_LIMIT": "100000000 per minute", "WECHAT_WATERMARK_MAX_AGE": "3600",
-           "WXAUTH_INSTANCE_PATH": str(tmp / f"instance-{label}"), "REDIS_URL": "",
-           "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **server_env(standin_url, database_url, tmp / f"instance-{label}")}
     subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT,
                    env=env, check=True, capture_output=True)
     port = free_port()
@@ -280,7 +287,8 @@ def main() -> None:
         standin_port = free_port()
         standin_url = f"http://127.0.0.1:{standin_port}"
         standin = procs.start("standin", [sys.executable, str(ROOT / "bench" / "standin.py"),
-                                str(standin_port)], dict(os.environ), standin_url + "/stats")
+                                          str(standin_port)], dict(os.environ),
+                              standin_url + "/stats")
         bare_port = free_port()
         bare_url = f"http://127.0.0.1:{bare_port}"
         bare = procs.start("bare", [sys.executable, "-m", "gunicorn", "-c", "/dev/null",
@@ -308,10 +316,12 @@ def main() -> None:
         print(f"{r['title']:48} {r['rps']:8.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
               f"{r['errors']:6d} {r['bare']:7.0f} {r['ratio']:6.2f} {conns:>7} {r['rss']:6.1f} "
               f"{r['cpu_us']:6.0f} {r['bare_cpu_us']:7.0f}")
-    print("\ncpu us: CPU time (user + system) of the server's workers per request, this run's "
-          "median;\nbare us: the same for the bare endpoint. The stand-in used "
-          + ", ".join(f"{r['standin_us']:.0f}" for r in rows if r["title"].startswith("POST /auth"))
-          + " us per login (it shares the cores).")
+    print("\ncpu us: CPU time (user + system) of the server's workers per request (median);"
+          "\nbare us: the same for the bare endpoint. The WeChat stand-in, on the same cores, "
+          "used per login:")
+    for r in rows:
+        if r["title"].startswith("POST /auth"):
+            print(f"  {r['standin_us']:.0f} us  {r['title']}")
     for r in rows:
         if "note" in r:
             print(f"\n{r['title']}: {r['note']}")
