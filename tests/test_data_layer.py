@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from helpers import (APPID, JWT_KEY, SECRET, SESSION_KEY_ENCRYPTION_KEY, LiveServer, Process,
-                     ServerClient, environment, free_port, run)
+                     ServerClient, environment, free_port)
 from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.keyring import SessionKeyCipher

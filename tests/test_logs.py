@@ -3,9 +3,6 @@
 import json
 import logging
 
-import pytest
-import requests
-
 from helpers import JWT_KEY, SECRET, Process, ServerClient, free_port, run
 from wxauth import create_app
 from wxauth.logs import RedactingFilter

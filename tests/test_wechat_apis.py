@@ -6,20 +6,16 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 
-import flask_migrate
 import pytest
 import requests
 from PIL import Image
 
 from helpers import (APPID, SECRET, EmulatorHandle, LiveServer, ServerClient, assert_problem,
                      emulator_post, emulator_stats)
-from wxauth import create_app
 from wxauth.access_token import AccessTokenManager
 from wxauth.shared import MemoryStore, RedisStore
 from wxauth.wechat import client as wx
-from wxauth.wechat import crypto
 from wxauth.wechat.emulator import Emulator
 
 pytestmark = pytest.mark.databases

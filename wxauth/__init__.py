@@ -131,12 +131,12 @@ def register_wechat(app: Flask) -> None:
         app.logger.info("WECHAT_APPID unset: using the built-in WeChat emulator at %s",
                         EMULATOR_MOUNT)
     programs = {}
-    for appid, settings in settings_by_app.items():
-        client = WeChatClient(appid, settings["secret"], base_url=base_url, http=http,
+    for appid, app_settings in settings_by_app.items():
+        client = WeChatClient(appid, app_settings["secret"], base_url=base_url, http=http,
                               **options)
         tokens = AccessTokenManager(client, app.extensions["shared_store"],
-                                    stable=settings["token_api"] == "stable")
-        programs[appid] = MiniProgram(appid, settings["name"], settings["content_check"],
+                                    stable=app_settings["token_api"] == "stable")
+        programs[appid] = MiniProgram(appid, app_settings["name"], app_settings["content_check"],
                                       client, tokens)
     app.extensions["wechat_apps"] = programs
     cfg["WECHAT_APPID"] = next(iter(programs)) if len(programs) == 1 else None
