@@ -6,20 +6,15 @@ from flask import current_app, request
 from flask_jwt_extended import get_current_user, get_jwt, jwt_required
 
 from . import apps, tokens, users
-from .errors import AUTH_CODES, Problem, documents_problems
+from .errors import AUTH_CODES, WECHAT_CODES, Problem, documents_problems
 from .extensions import jwt
 from .ratelimit import limited
 from .schemas import Blueprint, LoginResultSchema, LoginSchema, SessionSchema, TokenPairSchema
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Login with wx.login codes")
 
-LOGIN_PROBLEMS = (
-    "invalid_request", "unknown_app", "payload_too_large", "rate_limited", "invalid_code",
-    "code_used",
-    "user_blocked",
-    "wechat_rate_limited", "wechat_busy", "wechat_bad_response", "wechat_timeout",
-    "wechat_unreachable",
-)
+LOGIN_PROBLEMS = ("invalid_request", "unknown_app", "payload_too_large", "rate_limited",
+                  "invalid_code", "code_used", "user_blocked", *WECHAT_CODES)
 
 
 def uses_session_key(view):
@@ -102,8 +97,7 @@ def logout():
 @blp.route("/session", methods=["GET"])
 @jwt_required()
 @blp.response(200, SessionSchema)
-@documents_problems(blp, "wechat_rate_limited", "wechat_busy", "wechat_bad_response",
-                    "wechat_timeout", "wechat_unreachable", *AUTH_CODES)
+@documents_problems(blp, *WECHAT_CODES, *AUTH_CODES)
 @blp.doc(security=[{"bearerAuth": []}])
 @uses_session_key
 def session_state():
@@ -112,8 +106,12 @@ def session_state():
     ``false`` means encrypted data from the client will not decrypt: call ``wx.login`` and
     log in again before asking the user for encryptedData.
     """
-    user = get_current_user()
+    return {"session_key_valid": session_key_valid(get_current_user())}
+
+
+def session_key_valid(user) -> bool:
+    """Whether WeChat still holds `user`'s stored session_key (checkSessionKey, with the app's
+    access_token). Raises the WeChat errors and shared.LockTimeout of the call."""
     program = apps.get(user.appid)
-    valid = program.tokens.call(
+    return program.tokens.call(
         lambda token: program.client.check_session_key(token, user.openid, user.session_key))
-    return {"session_key_valid": valid}

@@ -109,6 +109,9 @@ EXCEPTION_CODES: dict[type[BaseException], str] = {
 # Codes every Bearer-protected operation can answer.
 AUTH_CODES = ("authorization_required", "token_invalid", "token_expired", "token_revoked",
               "user_not_found")
+# Codes of an operation that calls WeChat (the transport and server failures above).
+WECHAT_CODES = ("wechat_rate_limited", "wechat_busy", "wechat_bad_response", "wechat_timeout",
+                "wechat_unreachable")
 
 
 class Problem(Exception):

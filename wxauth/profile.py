@@ -8,9 +8,9 @@ from flask import current_app, request, url_for
 from flask_jwt_extended import get_current_user, jwt_required
 
 from . import apps, users
-from .auth import uses_session_key
+from .auth import session_key_valid, uses_session_key
 from .avatars import process_avatar
-from .errors import AUTH_CODES, Problem, documents_problems
+from .errors import AUTH_CODES, WECHAT_CODES, Problem, documents_problems
 from .schemas import (AvatarUploadSchema, Blueprint, EncryptedProfileSchema, PhoneSchema,
                       ProfilePatchSchema, ProfileSchema)
 from .shared import LockTimeout
@@ -23,17 +23,13 @@ blp = Blueprint("profile", __name__, url_prefix="/profile", description="The use
 
 DECRYPT_PROBLEMS = ("decrypt_failed", "watermark_mismatch", "watermark_expired",
                     "signature_mismatch")
-WECHAT_PROBLEMS = ("wechat_rate_limited", "wechat_busy", "wechat_bad_response",
-                   "wechat_timeout", "wechat_unreachable")
 
 
 def session_key_is_current(user) -> bool | None:
     """Ask WeChat (checkSessionKey) whether the stored session_key is current; None when
     WeChat could not tell."""
-    program = apps.get(user.appid)
     try:
-        return program.tokens.call(
-            lambda token: program.client.check_session_key(token, user.openid, user.session_key))
+        return session_key_valid(user)
     except (WeChatError, LockTimeout) as exc:
         log.info("checkSessionKey unavailable after decrypt_failed: %s", exc)
         return None
@@ -101,7 +97,7 @@ def post_encrypted_profile(args):
 @blp.arguments(ProfilePatchSchema)
 @blp.response(200, ProfileSchema)
 @documents_problems(blp, "invalid_request", "payload_too_large", "content_rejected",
-                    *WECHAT_PROBLEMS, *AUTH_CODES)
+                    *WECHAT_CODES, *AUTH_CODES)
 @blp.doc(security=[{"bearerAuth": []}])
 def patch_profile(args):
     """Set profile fields directly (``<input type="nickname">``, ``chooseAvatar`` upload URL).
@@ -127,7 +123,7 @@ def patch_profile(args):
 @blp.arguments(PhoneSchema)
 @blp.response(200, ProfileSchema)
 @documents_problems(blp, "invalid_request", "payload_too_large", "invalid_code",
-                    *DECRYPT_PROBLEMS, *WECHAT_PROBLEMS, *AUTH_CODES)
+                    *DECRYPT_PROBLEMS, *WECHAT_CODES, *AUTH_CODES)
 @blp.doc(security=[{"bearerAuth": []}])
 @uses_session_key
 def bind_phone(args):

@@ -69,7 +69,7 @@ def apply(app: Flask) -> None:
     if cfg["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT must be text or json, got {cfg['LOG_FORMAT']!r}")
     if cfg["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {cfg['LOG_LEVEL']!r}")
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {cfg['LOG_LEVEL']!r}")
 
     # The login rate limit counts with the rest of the shared state (see wxauth.ratelimit).
     cfg.setdefault("RATELIMIT_STORAGE_URI", cfg.get("REDIS_URL") or ratelimit.MEMORY_URI)

@@ -3,7 +3,7 @@
 `LocalStorage` writes under a folder (default: ``<instance>/media``) and the app serves it at
 ``/media/<name>``. Names are content hashes, so a URL never changes meaning and re-uploading
 the same image stores nothing new. Another backend (object storage, a CDN) implements the
-same two methods.
+same method.
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ class Storage:
         """Store `data` under `name` (a relative path such as ``avatars/ab12….jpg``)."""
         raise NotImplementedError
 
-    def path(self, name: str) -> Path | None:
-        """Local path of a stored file, when the backend keeps files locally."""
-        return None
-
 
 class LocalStorage(Storage):
     def __init__(self, root: str | Path):
@@ -35,6 +31,3 @@ class LocalStorage(Storage):
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
         tmp.write_bytes(data)
         os.replace(tmp, target)  # atomic: readers never see half a file
-
-    def path(self, name: str) -> Path | None:
-        return self.root / name
