@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from wxauth.wechat import crypto
+from wxauth.wechat import crypto, jsontext
 
 # WeChat's own sample from the "open data decryption" docs (WXBizDataCrypt demo).
 SAMPLE_APPID = "wx4f4bc4dec97d474b"
@@ -95,6 +95,18 @@ def test_not_an_object_fails():
     ciphertext = AES.new(raw, AES.MODE_CBC, bytes(16)).encrypt(pad(b"[1,2,3]", 16))
     with pytest.raises(crypto.DecryptError):
         crypto.decrypt(key, ciphertext, bytes(16))
+
+
+@pytest.mark.parametrize("text", [b'"\\ud800"', '{"\\udc00": 1}', '[["a\\uDFFFb"]]',
+                                  '"\\ud83d x"', b'{"a": "\\ude00\\ud83d"}'])
+def test_json_with_an_unpaired_surrogate_is_refused(text):
+    with pytest.raises(ValueError):
+        jsontext.loads(text)
+
+
+def test_json_with_surrogate_pairs_and_escaped_backslashes_is_read():
+    text = '{"n": "\\ud83d\\ude00", "p": "\\\\ud800"}'  # 😀 as a pair; a backslash, then text
+    assert jsontext.loads(text) == jsontext.loads(text.encode()) == {"n": "😀", "p": "\\ud800"}
 
 
 @pytest.mark.parametrize("bad_key", ["not base64!", "", base64.b64encode(b"short").decode()])

@@ -141,6 +141,7 @@ def test_unreachable_wechat(app_config, dead_port, request, caplog):
     (None, {"json": {"code": 123}}),
     (None, {"json": {"code": ""}}),
     (None, {"json": {"code": "abc\x00"}}),
+    (None, {"json": {"code": "abc\ud800"}}),  # an unpaired surrogate (sent as \ud800)
     (None, {"json": {"code": "x" * 129}}),
     (None, {"json": [1, 2]}),
     (None, {"json": "code"}),

@@ -149,12 +149,14 @@ def test_watermark_age_check_can_be_disabled(app_config, request):
     assert post_profile(server, token, detail).status_code == 200
 
 
-def test_bad_padding_and_not_json_with_the_right_key(server, alice):
+def test_bad_padding_and_unusable_json_with_the_right_key(server, alice):
     openid, token = alice
     key = server.emulator.session_key(openid)
     from Crypto.Cipher import AES
+    from Crypto.Util.Padding import pad
     raw_key, iv = crypto.session_key_bytes(key), bytes(range(16))
-    for plaintext in (b'{"a":1}' + b"\x00" * 9, b"not json at all!" + b"\x10" * 16):
+    unpaired = pad(b'{"nickName": "\\ud800"}', 16)  # JSON, but no text can hold it
+    for plaintext in (b'{"a":1}' + b"\x00" * 9, b"not json at all!" + b"\x10" * 16, unpaired):
         ciphertext = AES.new(raw_key, AES.MODE_CBC, iv).encrypt(plaintext)
         detail = {"encryptedData": base64.b64encode(ciphertext).decode(),
                   "iv": base64.b64encode(iv).decode()}
@@ -192,6 +194,8 @@ def test_patch_profile(server, alice):
     {"nickname": "x" * 65},
     {"nickname": 5},
     {"nickname": "a\x00b"},
+    {"nickname": "\ud800"},  # an unpaired surrogate: no database or UTF-8 text holds it
+    {"nickname": "x", "\udfff": 1},
     {"city": "line\n"},
     {"avatar_url": "wxfile://tmp_abc.jpg"},  # chooseAvatar's local path: upload it first
     {"avatar_url": "javascript:alert(1)"},

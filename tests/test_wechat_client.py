@@ -154,7 +154,8 @@ def test_malformed_success_answers_are_bad_responses():
             return SimpleNamespace(status=200, headers={}, data=self.body)
 
     for body in (b'{"openid": "x"}', b'{"openid": "x", "session_key": "bm90MTZieXRlcw=="}',
-                 b"[1]", b'{"errcode": "oops"}', b'{"openid": 5, "session_key": "x"}'):
+                 b"[1]", b'{"errcode": "oops"}', b'{"openid": 5, "session_key": "x"}',
+                 b'{"openid": "o\\ud800", "session_key": "AAAAAAAAAAAAAAAAAAAAAA=="}'):
         c = WeChatClient(APPID, SECRET, base_url="http://canned", http=Canned(body))
         with pytest.raises(wx.WeChatBadResponse):
             c.code2session("code")

@@ -8,8 +8,9 @@ import binascii
 import marshmallow as ma
 from marshmallow import fields, validate
 from flask_smorest import Blueprint as _Blueprint
-from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
+
+from .wechat import jsontext
 
 GENDERS = (0, 1, 2)  # WeChat: 0 unknown, 1 male, 2 female
 
@@ -20,7 +21,8 @@ _NICKNAME = validate.Regexp(r"(?=.*\S)[^\x00-\x1f\x7f]*\Z",
 
 
 class Parser(FlaskParser):
-    """webargs parser answering 400 (not 422), refusing non-JSON bodies and deep nesting."""
+    """webargs parser answering 400 (not 422), refusing non-JSON bodies, deep nesting and
+    unpaired surrogates (`jsontext.loads`)."""
 
     DEFAULT_VALIDATION_STATUS = 400
 
@@ -29,11 +31,13 @@ class Parser(FlaskParser):
             abort(400, messages={"json": ["Send a JSON object with Content-Type: application/json."]})
         from flask import current_app
 
-        data = req.get_data(cache=True)
         try:
-            parsed = webargs_core.parse_json(data)
+            parsed = jsontext.loads(req.get_data(cache=True))
         except RecursionError:
             abort(400, messages={"json": ["JSON nested too deeply."]})
+        except UnicodeEncodeError:  # (not UTF-8 and not JSON: webargs answers those)
+            abort(400, messages={"json": ["Strings must be valid Unicode: an unpaired surrogate "
+                                          "escape (\\ud800-\\udfff) cannot be stored."]})
         if _depth(parsed) > current_app.config["JSON_MAX_DEPTH"]:
             abort(400, messages={"json": ["JSON nested too deeply."]})
         return parsed

@@ -31,6 +31,7 @@ from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
+from . import jsontext
 from .crypto import DecryptError, session_key_bytes
 
 DEFAULT_API_BASE = "https://api.weixin.qq.com"
@@ -409,7 +410,7 @@ class WeChatClient:
         if response.status != 200:
             raise WeChatBadResponse(f"WeChat answered {path} with HTTP {response.status}")
         try:
-            data = json.loads(response.data)
+            data = jsontext.loads(response.data)
         except (ValueError, RecursionError):
             kind = response.headers.get("Content-Type", "no content type")
             raise WeChatBadResponse(f"WeChat answered {path} with non-JSON ({kind})") from None

@@ -22,6 +22,8 @@ from typing import Any
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad, unpad
 
+from . import jsontext
+
 BLOCK_SIZE = 16
 
 
@@ -87,8 +89,8 @@ def decrypt(session_key: str, encrypted_data: bytes, iv: bytes) -> dict[str, Any
     padded = AES.new(key, AES.MODE_CBC, iv).decrypt(encrypted_data)
     try:
         plaintext = unpad(padded, BLOCK_SIZE, style="pkcs7")
-        data = json.loads(plaintext.decode("utf-8"))
-    except (ValueError, RecursionError):  # bad padding, UnicodeDecodeError, JSONDecodeError
+        data = jsontext.loads(plaintext)
+    except (ValueError, RecursionError):  # bad padding, not UTF-8, not JSON, lone surrogate
         raise DecryptError("encryptedData did not decrypt with the stored session_key") from None
     if not isinstance(data, dict):
         raise DecryptError("decrypted data is not a JSON object")

@@ -1,0 +1,38 @@
+"""JSON text as mini-programs and WeChat send it, read strictly.
+
+JSON may spell any UTF-16 code unit as ``\\uXXXX``, so ``"\\ud800"`` (half of a surrogate
+pair, alone) is valid JSON, and Python's `json` turns it into a ``str`` that no UTF-8 text can
+hold: PostgreSQL, MariaDB and SQLite's driver refuse it, and so does every UTF-8 log or file.
+A proper pair (``"\\ud83d\\ude00"``, 😀) is one character and is fine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# a \u escape of a surrogate code unit (D800–DFFF); the only way JSON text can carry one
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads`, refusing unpaired surrogates anywhere (keys or values).
+
+    Args:
+        text: JSON text, ``str`` or UTF-8 ``bytes``.
+
+    Returns:
+        The decoded value, as `json.loads` gives it.
+
+    Raises:
+        ValueError: not UTF-8 (``UnicodeDecodeError``), not JSON (``json.JSONDecodeError``),
+            or a string holding an unpaired surrogate escape (``UnicodeEncodeError``).
+        RecursionError: nested deeper than the interpreter's recursion limit.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    value = json.loads(text)
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then look at the strings themselves
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
+    return value
