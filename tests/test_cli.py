@@ -44,6 +44,10 @@ def test_wechat_code_and_encrypt_against_a_running_emulator(server, runner, emul
     response = server.post("/profile", token=token, json=detail)
     assert response.json()["nickname"] == "CLI"
 
+    for data, why in (('{"nickName": "\\ud800"}', "unpaired surrogate"), ("{", "not JSON")):
+        result = runner.invoke(args=["wechat", "encrypt", "o-cli-code", data, "--url", emulator.url])
+        assert result.exit_code == 2 and why in result.output and "Traceback" not in result.output
+
 
 def test_wechat_code_without_emulator_says_what_to_do(runner):
     result = runner.invoke(args=["wechat", "code", "--url", "http://127.0.0.1:9"])

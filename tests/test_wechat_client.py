@@ -43,6 +43,13 @@ def test_emulator_answers_text_plain_without_errcode(emulator):
     assert "errcode" not in body and body["openid"] == "o-client-raw"
 
 
+def test_emulator_refuses_an_unpaired_surrogate_and_keeps_serving(emulator):
+    for body in ('{"openid": "o\\ud800"}', '{"openid": "o", "unionid": "\\udc00"}'):
+        response = requests.post(f"{emulator.url}/dev/code", data=body, timeout=5)
+        assert response.status_code == 400 and response.json()["errcode"] == 400
+    assert emulator.mint("o-after-surrogate")["openid"] == "o-after-surrogate"
+
+
 def test_session_key_rotates_per_exchange(emulator, wechat):
     first = wechat.code2session(emulator.mint("o-rotate")["code"]).session_key
     second = wechat.code2session(emulator.mint("o-rotate")["code"]).session_key

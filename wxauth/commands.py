@@ -17,6 +17,7 @@ from .extensions import db
 from . import apps
 from .models import Account, User
 from .schemas import ProfileSchema
+from .wechat import jsontext
 
 users_cli = AppGroup("users", help="Inspect and delete users.")
 accounts_cli = AppGroup("accounts", help="People across the company's mini-programs.")
@@ -266,8 +267,11 @@ def wechat_encrypt(openid: str, data: str, appid: str | None, url: str | None) -
     /profile. The user must have logged in (the emulator uses their current session_key).
     """
     try:
-        payload = json.loads(data)
-    except ValueError:
+        payload = jsontext.loads(data)
+    except UnicodeEncodeError:
+        raise click.BadParameter("holds an unpaired surrogate escape (\\ud800-\\udfff)",
+                                 param_hint="DATA") from None
+    except (ValueError, RecursionError):
         raise click.BadParameter("not JSON", param_hint="DATA") from None
     body = {"openid": openid, "data": payload, **({"appid": appid} if appid else {})}
     click.echo(json.dumps(_post_emulator(_emulator_url(url), "/dev/encrypt", body),

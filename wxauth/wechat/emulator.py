@@ -64,12 +64,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 from werkzeug.wrappers import Request, Response
 
-from . import crypto
+from . import crypto, jsontext
 
 DEFAULT_APPID = "wx00000000emulator"
 CODE_TTL = 300  # seconds a login code stays valid
@@ -534,7 +534,13 @@ def hmac_equal(a: str, b: str) -> bool:
 
 
 def _body(request: Request) -> dict[str, Any]:
-    data = request.get_json(force=True, silent=True)
+    """The JSON body (whatever its Content-Type; {} when it is not JSON) over the query."""
+    try:
+        data = jsontext.loads(request.get_data(cache=True))
+    except UnicodeEncodeError:  # an unpaired surrogate ("\\ud800"): no answer could carry it
+        raise BadRequest() from None
+    except (ValueError, RecursionError):
+        data = None
     if not isinstance(data, dict):
         data = {}
     return {**request.args.to_dict(), **data}
