@@ -1,6 +1,7 @@
 """Unit tests of the open-data crypto against WeChat's published sample and bad inputs."""
 
 import base64
+import json
 
 import pytest
 
@@ -102,6 +103,11 @@ def test_not_an_object_fails():
 def test_json_with_an_unpaired_surrogate_is_refused(text):
     with pytest.raises(ValueError):
         jsontext.loads(text)
+
+
+def test_json_with_a_number_too_long_to_convert_is_a_decode_error():
+    with pytest.raises(json.JSONDecodeError, match="Unreadable number"):
+        jsontext.loads('{"gender": %s}' % ("1" * 5000))
 
 
 def test_json_with_surrogate_pairs_and_escaped_backslashes_is_read():

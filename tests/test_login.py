@@ -149,6 +149,8 @@ def test_unreachable_wechat(app_config, dead_port, request, caplog):
     (None, {"data": "{not json", "headers": {"Content-Type": "application/json"}}),
     (None, {"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}),
     (None, {"data": "[" * 5000 + "]" * 5000, "headers": {"Content-Type": "application/json"}}),
+    # valid JSON, but more digits than Python turns into an int
+    (None, {"data": '{"code": %s}' % ("9" * 5000), "headers": {"Content-Type": "application/json"}}),
 ])
 def test_bad_input_is_400_invalid_request(server, app, body, kwargs):
     response = server.post("/auth/login", **kwargs)

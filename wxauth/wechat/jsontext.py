@@ -26,13 +26,19 @@ def loads(text: str | bytes) -> Any:
         The decoded value, as `json.loads` gives it.
 
     Raises:
-        ValueError: not UTF-8 (``UnicodeDecodeError``), not JSON (``json.JSONDecodeError``),
-            or a string holding an unpaired surrogate escape (``UnicodeEncodeError``).
+        ValueError: not UTF-8 (``UnicodeDecodeError``), not JSON or an integer of more digits
+            than Python converts (``json.JSONDecodeError``), or a string holding an unpaired
+            surrogate escape (``UnicodeEncodeError``).
         RecursionError: nested deeper than the interpreter's recursion limit.
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # an integer longer than Python reads (4,300 digits by default)
+        raise json.JSONDecodeError(f"Unreadable number: {exc}", text, 0) from None
     if _SURROGATE_ESCAPE.search(text):  # rare: only then look at the strings themselves
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
     return value
