@@ -8,7 +8,11 @@ README can be read against them:
   returning and a first login), through the WSGI app in this process;
 - the parts of a login and of an authenticated request: the code2Session call (urllib3 to the
   stand-in on loopback), the user query with and without its session_key, the two JWTs of a
-  login, reading a token's header, the access-log line, the login answer's serialization.
+  login, reading a token's header, the access-log line, the login answer's serialization;
+- what each layer costs inside a real request: the request again with that layer taken out
+  (the WeChat call answered in process, the database work skipped, no access line, no refresh
+  token, no rate-limit check). A part timed alone runs with warm caches and reads low: the
+  access line costs 2-4 times more inside a request than alone.
 
     .venv/bin/python bench/costs.py [--count 3000]
 """
@@ -17,15 +21,19 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import itertools
 import json
 import logging
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,6 +41,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from run import APPID, Processes, free_port, server_env  # noqa: E402
 from standin import session_key_for  # noqa: E402
+
+# the request hooks of wxauth.logs (the request id and the access line)
+LOG_HOOKS = ("_start_request", "_log_request")
 
 
 def cost(count: int, fn) -> float:
@@ -71,10 +82,11 @@ def print_costs(count: int) -> None:
 
     from bare import app as bare_app
     from wsgi import app
-    from wxauth import apps, tokens, users
+    from wxauth import apps, ratelimit, tokens, users
     from wxauth.extensions import db
     from wxauth.logs import access_log
     from wxauth.schemas import LoginResultSchema
+    from wxauth.wechat.client import Code2SessionResult
     from wxauth.wechat.crypto import encrypt
 
     # the access line goes where a worker's goes (stderr), here to /dev/null
@@ -99,19 +111,26 @@ def print_costs(count: int) -> None:
     body = {"encryptedData": base64.b64encode(encrypted).decode(),
             "iv": base64.b64encode(iv).decode()}
     run_tag = secrets.token_hex(4)
+    first_logins = itertools.count()  # every code a new openid, warm-up included
+
+    def returning_login(i):
+        request(app, "POST", "/auth/login", json={"code": f"oret{i % 500}.{run_tag}_{i}"})
+
+    def first_login(i):
+        request(app, "POST", "/auth/login",
+                json={"code": f"onew{run_tag}_{next(first_logins)}.1"})
+
+    def get_profile(i):
+        request(app, "GET", "/profile", headers=auth)
 
     rows = [
         ("bare Flask JSON endpoint (the reference)",
          cost(count, lambda i: request(bare_app, "GET", "/json"))),
-        ("GET /profile", cost(count, lambda i: request(app, "GET", "/profile", headers=auth))),
+        ("GET /profile", cost(count, get_profile)),
         ("POST /profile (encryptedData, unchanged data)",
          cost(count, lambda i: request(app, "POST", "/profile", headers=auth, json=body))),
-        ("POST /auth/login, returning user (pool of 500)",
-         cost(count, lambda i: request(app, "POST", "/auth/login",
-                                       json={"code": f"oret{i % 500}.{run_tag}_{i}"}))),
-        ("POST /auth/login, new user",
-         cost(count, lambda i: request(app, "POST", "/auth/login",
-                                       json={"code": f"onew{run_tag}_{i}.1"}))),
+        ("POST /auth/login, returning user (pool of 500)", cost(count, returning_login)),
+        ("POST /auth/login, new user", cost(count, first_login)),
     ]
     parts = []
     with app.test_request_context("/auth/login", method="POST"):
@@ -141,12 +160,74 @@ def print_costs(count: int) -> None:
                 "method": "GET", "path": "/profile", "status": 200, "duration_ms": 1.0,
                 "remote_addr": "127.0.0.1"}))))
 
+    with app.app_context():
+        program, known = apps.get(None), users.find_user(APPID, openid)
+        logged_in = users.LoginResult(known, False, None, False)
+
+    def answer_code(code: str) -> Code2SessionResult:  # what the stand-in answers, no HTTP
+        openid = code.split(".")[0]
+        return Code2SessionResult(openid, session_key_for(openid))
+
+    def without_hooks(hooks: dict) -> dict:
+        kept = {key: [f for f in funcs if f.__name__ not in LOG_HOOKS]
+                for key, funcs in hooks.items()}
+        if sum(map(len, kept.values())) != sum(map(len, hooks.values())) - 1:
+            raise SystemExit(f"wxauth.logs' request hooks {LOG_HOOKS} not found")
+        return kept
+
+    layers = {  # a layer taken out: the patches that skip it
+        "the WeChat call (code2Session over HTTP)":
+            lambda: [mock.patch.object(program.client, "code2session", answer_code)],
+        "the database work of a login (users.login)":
+            lambda: [mock.patch.object(users, "login", lambda appid, session: logged_in)],
+        "the request id and access line (wxauth.logs)":
+            lambda: [mock.patch.dict(app.before_request_funcs,
+                                     without_hooks(app.before_request_funcs)),
+                     mock.patch.dict(app.after_request_funcs,
+                                     without_hooks(app.after_request_funcs))],
+        "the refresh token":
+            lambda: [mock.patch.object(tokens, "create_refresh_token", lambda **kw: "-")],
+        "the rate-limit check":
+            lambda: [mock.patch.object(ratelimit.RateLimit, "hit", lambda self, address: {})],
+    }
+    each = list(layers.values())
+    layers["all of the above"] = lambda: [patch for make in each for patch in make()]
+    requests_ = {"returning login": returning_login, "first login": first_login,
+                 "GET /profile": get_profile}
+    applies = {"GET /profile": ("the request id and access line (wxauth.logs)",)}
+    # whole and layer-less requests alternate (the machine drifts, a first login's cost grows
+    # with the table); the medians of three rounds are printed
+    rounds, each_count = 3, max(1, count // 4)
+    wholes, saved = {name: [] for name in requests_}, {}
+    for layer, patches in layers.items():
+        for name, fn in requests_.items():
+            if name in applies and layer not in applies[name]:
+                continue
+            differences = []
+            for _ in range(rounds):
+                whole = cost(each_count, fn)
+                with contextlib.ExitStack() as stack:
+                    for patch in patches():
+                        stack.enter_context(patch)
+                    differences.append(whole - cost(each_count, fn))
+                wholes[name].append(whole)
+            saved[layer, name] = statistics.median(differences)
+
     print(f"\nCPU time per call, one process, no load ({count} calls each; µs)\n")
     for title, value in rows:
         print(f"{title:58} {value:7.0f}")
     print("\nparts of those requests:\n")
     for title, value in parts:
         print(f"{title:58} {value:7.0f}")
+    print("\nwhat a layer costs inside a real request: the request's CPU time minus the same "
+          "request's\nwith the layer taken out (µs, medians of 3 rounds):\n")
+    print(f"{'':46}" + "".join(f"{name:>17}" for name in requests_))
+    print(f"{'the whole request':46}" + "".join(f"{statistics.median(wholes[name]):17.0f}"
+                                                 for name in requests_))
+    for layer in layers:
+        print(f"{layer:46}" + "".join(
+            f"{saved[layer, name]:17.0f}" if (layer, name) in saved else f"{'-':>17}"
+            for name in requests_))
     print("\nUnder gunicorn (bench/run.py) every request also pays the sync worker's accept, "
           "HTTP parsing\nand connection close, and the kernel's TCP work: the bare "
           "endpoint's 'bare us' there minus its\nfigure here.")
