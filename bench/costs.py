@@ -196,8 +196,8 @@ def print_costs(count: int) -> None:
                  "GET /profile": get_profile}
     applies = {"GET /profile": ("the request id and access line (wxauth.logs)",)}
     # whole and layer-less requests alternate (the machine drifts, a first login's cost grows
-    # with the table); the medians of three rounds are printed
-    rounds, each_count = 3, max(1, count // 4)
+    # with the table) in short rounds; the medians of seven rounds are printed
+    rounds, each_count = 7, max(1, count // 10)
     wholes, saved = {name: [] for name in requests_}, {}
     for layer, patches in layers.items():
         for name, fn in requests_.items():
@@ -220,7 +220,7 @@ def print_costs(count: int) -> None:
     for title, value in parts:
         print(f"{title:58} {value:7.0f}")
     print("\nwhat a layer costs inside a real request: the request's CPU time minus the same "
-          "request's\nwith the layer taken out (µs, medians of 3 rounds):\n")
+          "request's\nwith the layer taken out (µs, medians of 7 rounds):\n")
     print(f"{'':46}" + "".join(f"{name:>17}" for name in requests_))
     print(f"{'the whole request':46}" + "".join(f"{statistics.median(wholes[name]):17.0f}"
                                                  for name in requests_))
