@@ -12,7 +12,7 @@ README can be read against them:
 - what each layer costs inside a real request: the request again with that layer taken out
   (the WeChat call answered in process, the database work skipped, no access line, no refresh
   token, no rate-limit check). A part timed alone runs with warm caches and reads low: the
-  access line costs 2-4 times more inside a request than alone.
+  access line costs about five times more inside a request than alone.
 
     .venv/bin/python bench/costs.py [--count 3000]
 """
