@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from run import APPID, Processes, free_port, server_env  # noqa: E402
-from standin import session_key_for  # noqa: E402
+from standin import openid_for, session_key_for  # noqa: E402
 
 # the request hooks of wxauth.logs (the request id and the access line)
 LOG_HOOKS = ("_start_request", "_log_request")
@@ -160,12 +160,10 @@ def print_costs(count: int) -> None:
                 "method": "GET", "path": "/profile", "status": 200, "duration_ms": 1.0,
                 "remote_addr": "127.0.0.1"}))))
 
-    with app.app_context():
-        program, known = apps.get(None), users.find_user(APPID, openid)
-        logged_in = users.LoginResult(known, False, None, False)
+    logged_in = users.LoginResult(user, False, None, False)  # the parts' user and program
 
     def answer_code(code: str) -> Code2SessionResult:  # what the stand-in answers, no HTTP
-        openid = code.split(".")[0]
+        openid = openid_for(code)
         return Code2SessionResult(openid, session_key_for(openid))
 
     def without_hooks(hooks: dict) -> dict:

@@ -19,6 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 stats = {"connections": 0, "requests": 0}
 
 
+def openid_for(code: str) -> str:
+    """The openid a code logs in as: the code up to its first dot."""
+    return code.split(".", 1)[0] or "o-empty"
+
+
 def session_key_for(openid: str) -> str:
     return base64.b64encode(hashlib.sha256(openid.encode()).digest()[:16]).decode()
 
@@ -27,8 +32,7 @@ def answer(target: str) -> tuple[str, bytes]:
     url = urlsplit(target)
     if url.path == "/stats":
         return "application/json", json.dumps(stats).encode()
-    code = parse_qs(url.query).get("js_code", [""])[0]
-    openid = code.split(".", 1)[0] or "o-empty"
+    openid = openid_for(parse_qs(url.query).get("js_code", [""])[0])
     body = {"session_key": session_key_for(openid), "openid": openid}
     return "text/plain", json.dumps(body).encode()
 
