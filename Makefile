@@ -1,6 +1,7 @@
 # `make run`: a development server with the built-in WeChat emulator on http://127.0.0.1:$(PORT)
-# `make test`: the whole test suite (SQLite; more databases with TEST_DATABASE_URLS), then the
-#              mini-program helper's tests with node when it is installed
+# `make test`: the architecture contracts (.importlinter), the whole test suite (SQLite; more
+#              databases with TEST_DATABASE_URLS), then the mini-program helper's tests with
+#              node when it is installed
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 5000
@@ -23,6 +24,7 @@ run: install .env
 	PORT=$(PORT) $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
 
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if command -v node >/dev/null 2>&1; then \
 		echo "--- mini-program helper (node --test) ---"; \

@@ -39,10 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import APPID, Processes, free_port, server_env  # noqa: E402
+from run import APPID, Processes, free_port, server_env, start_redis  # noqa: E402
 from standin import openid_for, session_key_for  # noqa: E402
 
-# the request hooks of wxauth.logs (the request id and the access line)
+# the request hooks of wxauth.web.logs (the request id and the access line)
 LOG_HOOKS = ("_start_request", "_log_request")
 
 
@@ -59,14 +59,18 @@ def cost(count: int, fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000, help="calls per measurement")
+    parser.add_argument("--redis", help="REDIS_URL to use ('none': the in-process store); "
+                                        "default: a private redis-server")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wxauth-costs-"))
     port = free_port()
     standin = f"http://127.0.0.1:{port}"
-    # the settings before anything imports wxauth (config reads the environment on import)
-    os.environ.update(server_env(standin, f"sqlite:///{tmp / 'costs.db'}", tmp / "instance"))
     procs = Processes(tmp)
     try:
+        redis_url = start_redis(procs, tmp, args.redis)
+        # the settings before anything imports wxauth (config reads the environment on import)
+        os.environ.update(server_env(standin, f"sqlite:///{tmp / 'costs.db'}", tmp / "instance",
+                                     redis_url))
         procs.start("standin", [sys.executable, str(ROOT / "bench" / "standin.py"), str(port)],
                     dict(os.environ), standin + "/stats")
         subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
@@ -82,10 +86,11 @@ def print_costs(count: int) -> None:
 
     from bare import app as bare_app
     from wsgi import app
-    from wxauth import apps, ratelimit, tokens, users
+    from wxauth.services import login, programs, sessions
+    from wxauth.web import ratelimit
     from wxauth.extensions import db
-    from wxauth.logs import access_log
-    from wxauth.schemas import LoginResultSchema
+    from wxauth.web.logs import access_log
+    from wxauth.web.schemas import LoginResultSchema
     from wxauth.wechat.client import Code2SessionResult
     from wxauth.wechat.crypto import encrypt
 
@@ -134,12 +139,13 @@ def print_costs(count: int) -> None:
     ]
     parts = []
     with app.test_request_context("/auth/login", method="POST"):
-        program = apps.get(None)
+        program = programs.get(None)
         parts.append(("code2Session call (urllib3, pooled, loopback stand-in)",
                       cost(count, lambda i: program.client.code2session(f"oret{i}.{run_tag}"))))
-        user = users.find_user(APPID, openid)
+        user = login.find_user(APPID, openid)
+
         def query(with_session_key: bool) -> None:  # in a new session, as a request
-            users.find_user(APPID, openid, with_session_key=with_session_key)
+            login.find_user(APPID, openid, with_session_key=with_session_key)
             db.session.remove()
 
         parts.append(("user query, session included (ORM SELECT by appid + openid)",
@@ -147,10 +153,10 @@ def print_costs(count: int) -> None:
         parts.append(("the same with the session_key (+ Fernet decryption)",
                       cost(count, lambda i: query(True))))
         parts.append(("a login's access + refresh token (flask-jwt-extended)",
-                      cost(count, lambda i: tokens.issue(user))))
+                      cost(count, lambda i: sessions.issue(user))))
         parts.append(("a token's header read (flask-jwt-extended, every request)",
                       cost(count, lambda i: pyjwt.get_unverified_header(token))))
-        answer = {**tokens.issue(user), "is_new_user": False, "is_new_account": False,
+        answer = {**sessions.issue(user), "is_new_user": False, "is_new_account": False,
                   "user": user}
         schema = LoginResultSchema()
         parts.append(("the login answer's serialization (marshmallow + JSON)",
@@ -160,7 +166,7 @@ def print_costs(count: int) -> None:
                 "method": "GET", "path": "/profile", "status": 200, "duration_ms": 1.0,
                 "remote_addr": "127.0.0.1"}))))
 
-    logged_in = users.LoginResult(user, False, None, False)  # the parts' user and program
+    logged_in = login.LoginResult(user, False, None, False)  # the parts' user and program
 
     def answer_code(code: str) -> Code2SessionResult:  # what the stand-in answers, no HTTP
         openid = openid_for(code)
@@ -170,21 +176,21 @@ def print_costs(count: int) -> None:
         kept = {key: [f for f in funcs if f.__name__ not in LOG_HOOKS]
                 for key, funcs in hooks.items()}
         if sum(map(len, kept.values())) != sum(map(len, hooks.values())) - 1:
-            raise SystemExit(f"wxauth.logs' request hooks {LOG_HOOKS} not found")
+            raise SystemExit(f"wxauth.web.logs' request hooks {LOG_HOOKS} not found")
         return kept
 
     layers = {  # a layer taken out: the patches that skip it
         "the WeChat call (code2Session over HTTP)":
             lambda: [mock.patch.object(program.client, "code2session", answer_code)],
-        "the database work of a login (users.login)":
-            lambda: [mock.patch.object(users, "login", lambda appid, session: logged_in)],
-        "the request id and access line (wxauth.logs)":
+        "the database work of a login (services.login)":
+            lambda: [mock.patch.object(login, "login", lambda appid, session: logged_in)],
+        "the request id and access line (wxauth.web.logs)":
             lambda: [mock.patch.dict(app.before_request_funcs,
                                      without_hooks(app.before_request_funcs)),
                      mock.patch.dict(app.after_request_funcs,
                                      without_hooks(app.after_request_funcs))],
         "the refresh token":
-            lambda: [mock.patch.object(tokens, "create_refresh_token", lambda **kw: "-")],
+            lambda: [mock.patch.object(sessions, "create_refresh_token", lambda **kw: "-")],
         "the rate-limit check":
             lambda: [mock.patch.object(ratelimit.RateLimit, "hit", lambda self, address: {})],
     }
@@ -192,7 +198,7 @@ def print_costs(count: int) -> None:
     layers["all of the above"] = lambda: [patch for make in each for patch in make()]
     requests_ = {"returning login": returning_login, "first login": first_login,
                  "GET /profile": get_profile}
-    applies = {"GET /profile": ("the request id and access line (wxauth.logs)",)}
+    applies = {"GET /profile": ("the request id and access line (wxauth.web.logs)",)}
     # whole and layer-less requests alternate (the machine drifts, a first login's cost grows
     # with the table) in short rounds; the medians of seven rounds are printed
     rounds, each_count = 7, max(1, count // 10)
@@ -219,11 +225,11 @@ def print_costs(count: int) -> None:
         print(f"{title:58} {value:7.0f}")
     print("\nwhat a layer costs inside a real request: the request's CPU time minus the same "
           "request's\nwith the layer taken out (µs, medians of 7 rounds):\n")
-    print(f"{'':46}" + "".join(f"{name:>17}" for name in requests_))
-    print(f"{'the whole request':46}" + "".join(f"{statistics.median(wholes[name]):17.0f}"
+    print(f"{'':50}" + "".join(f"{name:>17}" for name in requests_))
+    print(f"{'the whole request':50}" + "".join(f"{statistics.median(wholes[name]):17.0f}"
                                                  for name in requests_))
     for layer in layers:
-        print(f"{layer:46}" + "".join(
+        print(f"{layer:50}" + "".join(
             f"{saved[layer, name]:17.0f}" if (layer, name) in saved else f"{'-':>17}"
             for name in requests_))
     print("\nUnder gunicorn (bench/run.py) every request also pays the sync worker's accept, "

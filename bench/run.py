@@ -1,7 +1,9 @@
 """The login-path benchmark (`make bench`): wxauth against a bare Flask endpoint, same gunicorn.
 
-Starts on loopback a fast WeChat stand-in (bench/standin.py), wxauth under gunicorn with N
-workers on SQLite (and PostgreSQL with --postgres URL), and a bare Flask JSON endpoint
+Starts on loopback a fast WeChat stand-in (bench/standin.py), a private Redis (the production
+configuration: revocations, rate-limit counters and the access_token live there), wxauth
+under gunicorn (the shipped gunicorn.conf.py, N sync workers) on SQLite (and PostgreSQL with
+--postgres URL), and a bare Flask JSON endpoint
 (bench/bare.py) under the same gunicorn; drives them with wrk, alternating reference and
 scenario (--repeat times: this machine's speed drifts, so medians are printed), and prints
 requests/s, p50/p99 latency, errors and the ratio to the bare endpoint:
@@ -14,6 +16,10 @@ CPU time (user + system) the workers spent per request, for wxauth and for the b
 
     .venv/bin/python bench/run.py [--workers 2] [--duration 8] [--repeat 3] [--connections 16]
                                    [--postgres postgresql+psycopg://postgres@127.0.0.1/test]
+                                   [--redis redis://…/0 | --redis none]
+
+Without --redis a private ``redis-server`` is started (Debian's package redis-server); with
+``--redis none``, or when there is none, the in-process store is measured and the table says so.
 """
 
 from __future__ import annotations
@@ -210,27 +216,56 @@ def count_users(database_url: str, prefix: str) -> int:
         engine.dispose()
 
 
-def server_env(standin_url: str, database_url: str, instance_path: Path) -> dict[str, str]:
+def start_redis(procs: Processes, tmp: Path, choice: str | None) -> str:
+    """The REDIS_URL to measure with: `choice` (a URL; "none": ""), else a private
+    redis-server started here ("" when the machine has none)."""
+    if choice:
+        return "" if choice == "none" else choice
+    if not shutil.which("redis-server"):
+        return ""
+    port = free_port()
+    log = open(tmp / "redis.log", "w")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    procs.procs.append(proc)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"redis-server did not start; see {log.name}")
+
+
+def server_env(standin_url: str, database_url: str, instance_path: Path,
+               redis_url: str = "") -> dict[str, str]:
     """wxauth's settings for a benchmark: the stand-in as WeChat, fresh keys, no rate limit
-    in the way, no Redis."""
+    in the way, Redis at `redis_url` ("" = the in-process store)."""
     return {"FLASK_DEBUG": "0", "WECHAT_APPID": APPID, "WECHAT_SECRET": secrets.token_hex(16),
             "WECHAT_API_BASE": standin_url, "DATABASE_URL": database_url,
             "JWT_SECRET_KEY": secrets.token_urlsafe(48),
             "SESSION_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "LOGIN_RATE_LIMIT": "100000000 per minute", "WECHAT_WATERMARK_MAX_AGE": "3600",
-            "WXAUTH_INSTANCE_PATH": str(instance_path), "REDIS_URL": "",
+            "WXAUTH_INSTANCE_PATH": str(instance_path), "REDIS_URL": redis_url,
+            "REDIS_PREFIX": f"wxauth-bench-{secrets.token_hex(4)}:",
             "PYTHONPATH": str(ROOT)}
 
 
 def run_database(label: str, database_url: str, args, tmp: Path, procs: Processes,
                  standin_url: str, standin_pid: int, bare_url: str,
-                 bare_master: int) -> list[dict]:
-    env = {**os.environ, **server_env(standin_url, database_url, tmp / f"instance-{label}")}
+                 bare_master: int, redis_url: str) -> list[dict]:
+    env = {**os.environ, **server_env(standin_url, database_url, tmp / f"instance-{label}",
+                                      redis_url)}
     subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT,
                    env=env, check=True, capture_output=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    master = procs.start(f"wxauth-{label}", [sys.executable, "-m", "gunicorn", "-c", "/dev/null",
+    master = procs.start(f"wxauth-{label}", [sys.executable, "-m", "gunicorn",
+                                             "-c", str(ROOT / "gunicorn.conf.py"),
                                              "-w", str(args.workers), "--threads", "1",
                                              "-b", f"127.0.0.1:{port}", "wsgi:app"],
                          env, base + "/healthz")
@@ -277,6 +312,8 @@ def main() -> None:
                         help="alternations of reference and scenario per scenario (medians)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--postgres", help="also run on this PostgreSQL URL (a scratch schema)")
+    parser.add_argument("--redis", help="REDIS_URL to use ('none': the in-process store); "
+                                        "default: a private redis-server")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk (make bench does it)")
@@ -289,6 +326,7 @@ def main() -> None:
         standin = procs.start("standin", [sys.executable, str(ROOT / "bench" / "standin.py"),
                                           str(standin_port)], dict(os.environ),
                               standin_url + "/stats")
+        redis_url = start_redis(procs, tmp, args.redis)
         bare_port = free_port()
         bare_url = f"http://127.0.0.1:{bare_port}"
         bare = procs.start("bare", [sys.executable, "-m", "gunicorn", "-c", "/dev/null",
@@ -296,16 +334,17 @@ def main() -> None:
                                     "-b", f"127.0.0.1:{bare_port}", "bench.bare:app"],
                            dict(os.environ), bare_url + "/json")
         rows = run_database("sqlite", f"sqlite:///{tmp / 'bench.db'}", args, tmp, procs,
-                            standin_url, standin.pid, bare_url, bare.pid)
+                            standin_url, standin.pid, bare_url, bare.pid, redis_url)
         if args.postgres:
             rows += run_database("postgresql", args.postgres, args, tmp, procs, standin_url,
-                                 standin.pid, bare_url, bare.pid)
+                                 standin.pid, bare_url, bare.pid, redis_url)
     finally:
         procs.stop()
 
     print(f"\nwxauth benchmark: gunicorn -w {args.workers} (sync), wrk -c {args.connections}, "
           f"{args.duration} s per run, medians of {args.repeat} alternations, "
-          f"{os.cpu_count()} CPUs\n")
+          f"{os.cpu_count()} CPUs, "
+          f"{'Redis ' + redis_url if redis_url else 'no Redis (in-process store)'}\n")
     header = (f"{'scenario':48} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
               f"{'bare/s':>7} {'ratio':>6} {'conn/1k':>7} {'RSS MB':>6} {'cpu us':>6} "
               f"{'bare us':>7}")

@@ -29,6 +29,7 @@ from helpers import (APPID, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET,
                      environment, test_config)
 from wxauth import create_app
 from wxauth.extensions import db
+from wxauth.state import state
 from wxauth.wechat.emulator import Emulator
 
 def pytest_configure(config):
@@ -135,7 +136,7 @@ def app(app_config):
         if db.engine.dialect.name != "sqlite":  # the scratch database is shared by the run
             services.reset_schema(db.engine)
         db.engine.dispose()
-    for program in app.extensions["wechat_apps"].values():
+    for program in state(app).programs.values():
         program.client.close()
 
 

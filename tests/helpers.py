@@ -137,9 +137,20 @@ VARIABLES = SETTINGS
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_threads(target, args_each) -> None:
+    """Run ``target(arg)`` for every arg of `args_each`, each in its own thread, all started
+    before any is joined (to make them race); returns when all have finished."""
+    threads = [threading.Thread(target=target, args=(arg,)) for arg in args_each]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def environment(tmp_path, **values: str) -> dict[str, str]:

@@ -13,12 +13,13 @@ import requests
 import sqlalchemy as sa
 
 from helpers import (APPID, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle,
-                     LiveServer, ServerClient, assert_problem, emulator_post)
+                     LiveServer, ServerClient, assert_problem, emulator_post, run_threads)
 from config import ConfigError
 from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.models import Account, User
-from wxauth.signals import account_created, accounts_merged, user_created
+from wxauth.state import state
+from wxauth.services.signals import account_created, accounts_merged, user_created
 from wxauth.wechat.emulator import Emulator
 
 pytestmark = pytest.mark.databases
@@ -151,11 +152,7 @@ def test_the_new_user_gift_is_given_once_under_concurrency(two_apps):
             results[i] = requests.post(server.url + "/auth/login", timeout=60,
                                        json={"code": codes[i], "appid": targets[i][0]})
 
-        threads = [threading.Thread(target=go, args=(i,)) for i in range(len(targets))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(go, range(len(targets)))
     finally:
         account_created.disconnect(give_gift)
         user_created.disconnect(count_user)
@@ -250,6 +247,6 @@ def test_wechat_apps_from_a_file(app_config, tmp_path):
                                                              "content_check": True}}))
     app_config["WECHAT_APPS"] = str(path)
     app = create_app(app_config)
-    programs = app.extensions["wechat_apps"]
+    programs = state(app).programs
     assert set(programs) == {APPID, OTHER_APPID}
     assert programs[OTHER_APPID].content_check and not programs[APPID].content_check

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from helpers import (APPID, JWT_KEY, SECRET, SESSION_KEY_ENCRYPTION_KEY, LiveServer, Process,
-                     ServerClient, environment, free_port)
+                     ServerClient, environment, free_port, run_threads)
 from wxauth import create_app
 from wxauth.extensions import db
-from wxauth.keyring import SessionKeyCipher
+from wxauth.infra.cipher import SessionKeyCipher
 
 pytestmark = pytest.mark.databases
 
@@ -79,7 +79,7 @@ def test_migration_encrypts_existing_plain_rows(app):
     (row,) = raw_rows(app)
     assert SessionKeyCipher.looks_encrypted(row["session_key"])
     with app.app_context():
-        from wxauth.users import find_user
+        from wxauth.services.login import find_user
         assert find_user(APPID, "o-legacy").session_key == "AAAAAAAAAAAAAAAAAAAAAA=="
         db.session.remove()  # end the read transaction: ALTER TABLE waits for it otherwise
         flask_migrate.downgrade(revision=FIRST_REVISION)  # and back: plain again
@@ -125,11 +125,7 @@ def _concurrent_first_logins(targets: list[tuple[str, str]]) -> list[requests.Re
         barrier.wait()
         results[i] = requests.post(url + "/auth/login", json={"code": code}, timeout=60)
 
-    threads = [threading.Thread(target=login, args=(i,)) for i in range(len(targets))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(login, range(len(targets)))
     return results
 
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from helpers import ROOT, APPID, SECRET, Process, environment, free_port, run
+from helpers import ROOT, APPID, SECRET, Process, environment, free_port, run, run_threads
 
 def test_gunicorn_two_workers_in_production_mode(production_env, emulator):
     upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], production_env)
@@ -41,11 +41,7 @@ def test_gunicorn_two_workers_in_production_mode(production_env, emulator):
             barrier.wait()
             results[i] = requests.post(url + "/auth/login", json={"code": codes[i]}, timeout=60)
 
-        threads = [threading.Thread(target=login_once, args=(i,)) for i in range(32)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(login_once, range(32))
         assert [r.status_code for r in results] == [200] * 32
         assert sum(r.json()["is_new_user"] for r in results) == 1
         engine = create_engine(production_env["DATABASE_URL"])

@@ -91,44 +91,6 @@ def test_no_cors_by_default(server):
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
-def test_in_process_limit_storage_sweeps_without_a_thread_per_hit(monkeypatch):
-    """Without Redis the login limit lives in SweptMemoryStorage: limits' memory storage,
-    minus the timer thread it starts on nearly every hit (wxauth/ratelimit.py)."""
-    import threading
-    import types
-
-    import limits.storage.memory as limits_memory
-    from limits import parse
-    from limits.storage import MemoryStorage, storage_from_string
-    from limits.strategies import FixedWindowRateLimiter
-
-    from wxauth import ratelimit
-
-    # the private hooks replaced must still exist (an upgrade that renames them fails here)
-    assert hasattr(MemoryStorage, ratelimit.SCHEDULE_HOOK)
-    assert hasattr(MemoryStorage, ratelimit.SWEEP_HOOK)
-    now = {"wall": 1_000_000.0, "mono": 500.0}
-    monkeypatch.setattr(limits_memory, "time", types.SimpleNamespace(time=lambda: now["wall"]))
-    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(monotonic=lambda: now["mono"]))
-    storage = storage_from_string(ratelimit.MEMORY_URI)
-    assert isinstance(storage, ratelimit.SweptMemoryStorage)
-    timers = []
-    monkeypatch.setattr(threading, "Timer", lambda *a, **k: timers.append(a))
-
-    limiter, item = FixedWindowRateLimiter(storage), parse("2 per minute")
-    assert [limiter.hit(item, "client-a") for _ in range(3)] == [True, True, False]
-    for i in range(50):
-        limiter.hit(item, f"client-{i}")
-    assert timers == []  # no thread started by any hit
-    assert len(storage.storage) == 51
-
-    now["wall"] += 61  # the window is over: the key counts afresh…
-    assert limiter.hit(item, "client-a")
-    now["mono"] += 2  # …and the next hit after the sweep interval frees the expired keys
-    limiter.hit(item, "client-b")
-    assert sorted(key.split("/")[1] for key in storage.storage) == ["client-a", "client-b"]
-
-
 def test_a_malformed_login_rate_limit_stops_startup(app_config):
     import pytest
 

@@ -8,7 +8,7 @@ import jwt as pyjwt
 import pytest
 from sqlalchemy import func, select
 
-from helpers import APPID, JWT_KEY, SECRET, assert_problem
+from helpers import APPID, JWT_KEY, SECRET, assert_problem, run_threads
 from wxauth.extensions import db
 from wxauth.models import User
 
@@ -174,11 +174,7 @@ def test_simultaneous_first_logins_make_one_user(server, app):
         results[i] = requests.post(server.url + "/auth/login", json={"code": codes[i]},
                                    timeout=60)
 
-    threads = [threading.Thread(target=login, args=(i,)) for i in range(len(codes))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(login, range(len(codes)))
     assert [r.status_code for r in results] == [200] * 32, [r.text for r in results if r.status_code != 200]
     bodies = [r.json() for r in results]
     assert sum(b["is_new_user"] for b in bodies) == 1

@@ -5,7 +5,7 @@ import logging
 
 from helpers import JWT_KEY, SECRET, Process, ServerClient, free_port, run
 from wxauth import create_app
-from wxauth.logs import RedactingFilter
+from wxauth.redaction import RedactingFilter
 
 
 class OwnLogging:

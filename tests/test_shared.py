@@ -1,11 +1,12 @@
 """The shared store, in-process and on real Redis; two store objects stand for two workers."""
 
-import threading
 import time
 
 import pytest
 
-from wxauth.shared import LockTimeout, MemoryStore, RedisStore
+from helpers import run_threads
+
+from wxauth.infra.store import LockTimeout, MemoryStore, RedisStore
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -52,11 +53,7 @@ def test_counter_under_concurrency(stores):
     def work(store):
         for _ in range(100):
             store.incr("many", ttl=30)
-    threads = [threading.Thread(target=work, args=(s,)) for s in (a, b, a, b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, (a, b, a, b))
     assert a.incr("many", ttl=30) == 401
 
 
@@ -73,11 +70,7 @@ def test_lock_is_exclusive_across_handles(stores):
                 time.sleep(0.01)
                 inside.pop()
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in (a, b, a, b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, (a, b, a, b))
     assert overlaps == []
 
 

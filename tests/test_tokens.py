@@ -8,6 +8,7 @@ import jwt as pyjwt
 import pytest
 
 from helpers import APPID, JWT_KEY, assert_problem
+from wxauth.state import state
 
 pytestmark = pytest.mark.databases
 
@@ -70,12 +71,12 @@ def test_expired(server, token):
 
 
 def test_a_remembered_token_is_still_checked(app, server, token):
-    """Verified tokens are remembered (wxauth.extensions.VerifiedTokenCache): expiry,
+    """Verified tokens are remembered (wxauth.web.security): expiry,
     revocation and tampering are still caught on every request."""
     expires = int(time.time()) + 2
     short = pyjwt.encode(claims(exp=expires, fam="f-short"), JWT_KEY, algorithm="HS256")
     assert server.get("/profile", token=short).status_code == 200
-    assert short in app.extensions["wxauth_verified_tokens"]  # remembered…
+    assert short in state(app).verified_tokens  # remembered…
     assert server.get("/profile", token=short).status_code == 200  # …and used from there
     header, _, signature = short.split(".")
     forged = f"{header}.{b64url(claims(sub='o-someone-else', exp=expires))}.{signature}"

@@ -12,9 +12,9 @@ import requests
 from PIL import Image
 
 from helpers import (APPID, SECRET, EmulatorHandle, LiveServer, ServerClient, assert_problem,
-                     emulator_post, emulator_stats)
-from wxauth.access_token import AccessTokenManager
-from wxauth.shared import MemoryStore, RedisStore
+                     emulator_post, emulator_stats, run_threads)
+from wxauth.wechat.access_token import AccessTokenManager
+from wxauth.infra.store import MemoryStore, RedisStore
 from wxauth.wechat import client as wx
 from wxauth.wechat.emulator import Emulator
 
@@ -64,11 +64,7 @@ def test_one_fetch_for_many_concurrent_callers(own_emulator, store):
         barrier.wait()
         tokens.append(manager.get())
 
-    threads = [threading.Thread(target=work, args=(m,)) for m in managers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, managers)
     assert len(set(tokens)) == 1
     assert emulator_stats(own_emulator.url)["stable_token_fetches"] == 1
     status = managers[0].status()
@@ -131,7 +127,7 @@ def test_wechat_token_command(wxs):
     output = runner.invoke(args=["wechat", "token"]).output
     assert f"{APPID}: stable access_token, fetched" in output and "expires in" in output
     with app.app_context():
-        from wxauth import apps
+        from wxauth.services import programs as apps
         cached = apps.get(APPID).tokens._cached()[1]["token"]
     assert cached not in output
 

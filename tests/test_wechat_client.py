@@ -1,13 +1,12 @@
 """WeChatClient against the emulator over real HTTP on loopback: results, errcodes, faults."""
 
 import logging
-import socket
 from types import SimpleNamespace
 
 import pytest
 import requests
 
-from helpers import APPID, SECRET
+from helpers import APPID, SECRET, free_port
 from wxauth.wechat import client as wx
 from wxauth.wechat.client import WeChatClient
 
@@ -17,12 +16,6 @@ def wechat(emulator):
     c = WeChatClient(APPID, SECRET, base_url=emulator.url, timeout=1.0, busy_backoff=0.01)
     yield c
     c.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_code2session_success(emulator, wechat):

@@ -14,9 +14,11 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from .extensions import db
-from . import apps
+from .infra.cipher import SessionKeyCipher
 from .models import Account, User
-from .schemas import ProfileSchema
+from .services import programs
+from .state import EMULATOR_MOUNT, state
+from .web.schemas import ProfileSchema
 from .wechat import jsontext
 
 users_cli = AppGroup("users", help="Inspect and delete users.")
@@ -50,8 +52,8 @@ def _users_by_openid(openid: str, appid: str | None) -> list[User]:
     if not found:
         raise click.ClickException(f"no user with openid {openid}")
     if len(found) > 1:
-        apps = ", ".join(u.appid for u in found)
-        raise click.ClickException(f"openid {openid} exists in several apps ({apps}): use --appid")
+        appids = ", ".join(u.appid for u in found)
+        raise click.ClickException(f"openid {openid} exists in several apps ({appids}): use --appid")
     return found
 
 
@@ -120,9 +122,7 @@ def users_reencrypt(batch: int) -> None:
     Run after putting a new key first in the list; then the old keys can be removed.
     Rows no configured key opens are counted and left alone.
     """
-    from .keyring import SessionKeyCipher
-
-    cipher: SessionKeyCipher = current_app.extensions["session_key_cipher"]
+    cipher: SessionKeyCipher = state().cipher
     raw = sa.table("users", sa.column("id", sa.Integer), sa.column("session_key", sa.String))
     moved = unreadable = 0
     last_id = 0
@@ -158,8 +158,6 @@ def _emulator_url(url: str | None) -> str:
     if url:
         return url.rstrip("/")
     if current_app.config["WECHAT_EMULATOR"]:
-        from . import EMULATOR_MOUNT
-
         port = os.environ.get("PORT") or os.environ.get("FLASK_RUN_PORT") or "5000"
         return f"http://127.0.0.1:{port}{EMULATOR_MOUNT}"
     return current_app.config["WECHAT_API_BASE"].rstrip("/")
@@ -188,7 +186,7 @@ def _token_state(program) -> str:
 @wechat_cli.command("token")
 def wechat_token() -> None:
     """Show each app's cached WeChat access_token: age and expiry (never the token)."""
-    for program in apps.configured().values():
+    for program in programs.configured().values():
         click.echo(f"{program.appid}: {_token_state(program)}")
 
 
@@ -197,7 +195,7 @@ def apps_list() -> None:
     """The configured mini-programs and their access_token state (never secrets)."""
     rows = [[p.appid, p.name, "on" if p.content_check else "off",
              "stable" if p.tokens.stable else "classic", _token_state(p)]
-            for p in apps.configured().values()]
+            for p in programs.configured().values()]
     click.echo(_table(["appid", "name", "content check", "token API", "access_token"], rows))
 
 
@@ -212,7 +210,7 @@ def accounts_show(account_id: int) -> None:
                f"created {_fmt(account.created_at)} UTC")
     users = db.session.execute(select(User).where(User.account_id == account.id)
                                .order_by(User.created_at)).scalars()
-    names = {p.appid: p.name for p in apps.configured().values()}
+    names = {p.appid: p.name for p in programs.configured().values()}
     rows = [[_fmt(u.id), u.appid, names.get(u.appid, "(not configured)"), u.openid,
              _fmt(u.nickname), _fmt(u.created_at), _fmt(u.last_login_at)] for u in users]
     click.echo(_table(["user id", "appid", "app", "openid", "nickname", "created (UTC)",

@@ -2,9 +2,9 @@
 
 Each problem has a stable machine ``code`` (the table `PROBLEMS`), and each exception the
 service can raise maps to one code (`EXCEPTION_CODES`). Flask's error handlers,
-flask-smorest's HTTP-exception handler and flask-jwt-extended's loaders all end in
+flask-smorest's HTTP-exception handler and the JWT checks (`wxauth.web.security`) all end in
 `problem_response`. The same table documents the error responses in the OpenAPI document
-(`documents_problems`).
+(`documents_problems`). Of wxauth it imports only the exceptions it maps (infra, wechat).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from flask import Flask, Response, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from .shared import LockTimeout
+from .infra.media import InvalidImage
+from .infra.store import LockTimeout
 from .wechat import client as wx
 from .wechat import crypto
 
@@ -100,6 +101,7 @@ EXCEPTION_CODES: dict[type[BaseException], str] = {
     wx.WeChatTimeout: "wechat_timeout",
     wx.WeChatUnreachable: "wechat_unreachable",
     LockTimeout: "wechat_busy",
+    InvalidImage: "invalid_image",
     crypto.DecryptError: "decrypt_failed",
     crypto.WatermarkMismatch: "watermark_mismatch",
     crypto.WatermarkExpired: "watermark_expired",
@@ -267,37 +269,3 @@ def register_errorhandlers(app: Flask) -> None:
     """Route every exception through `exception_response`."""
     app.register_error_handler(Exception, exception_response)
     app.register_error_handler(HTTPException, http_exception_response)
-
-
-def register_jwt_loaders(jwt) -> None:
-    """Make flask-jwt-extended answer with problems (its default is 422 and ``{"msg"}``)."""
-
-    @jwt.unauthorized_loader
-    def _unauthorized(reason: str):
-        if "Authorization" in request.headers:
-            return problem_response("token_invalid", reason)
-        return problem_response("authorization_required", "This endpoint needs a login state.")
-
-    @jwt.invalid_token_loader
-    def _invalid(reason: str):
-        return problem_response("token_invalid", f"The token is not valid ({reason}).")
-
-    @jwt.expired_token_loader
-    def _expired(header, payload):
-        return problem_response("token_expired", "The token has expired.")
-
-    @jwt.user_lookup_error_loader
-    def _user_not_found(header, payload):
-        return problem_response("user_not_found", "The token's user no longer exists.")
-
-    @jwt.token_verification_failed_loader
-    def _verification_failed(header, payload):
-        return problem_response("token_invalid", "The token's claims were refused.")
-
-    @jwt.needs_fresh_token_loader
-    def _needs_fresh(header, payload):
-        return problem_response("token_invalid", "This endpoint needs a fresh token.")
-
-    @jwt.revoked_token_loader
-    def _revoked(header, payload):
-        return problem_response("token_revoked", "The token has been revoked (logout).")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
-import logging
-
 from cryptography.fernet import InvalidToken
-from flask import current_app
 from sqlalchemy import (DateTime, ForeignKey, Integer, SmallInteger, String, UniqueConstraint,
                         func, select)
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import Mapped, column_property, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from .extensions import db
+from .state import state
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class UTCDateTime(TypeDecorator):
 class EncryptedSessionKey(TypeDecorator):
     """A session_key: plain base64 text in Python, a Fernet token in the database.
 
-    Encrypted with the app's `SessionKeyCipher` (``SESSION_KEY_ENCRYPTION_KEY``, newest key).
+    Encrypted with the app's `wxauth.infra.cipher.SessionKeyCipher` (``SESSION_KEY_ENCRYPTION_KEY``, newest key).
     A token no configured key opens reads as ``""``: decryption then fails with
     ``decrypt_failed`` and the user's next login stores a fresh key.
     """
@@ -58,12 +57,12 @@ class EncryptedSessionKey(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
-        return current_app.extensions["session_key_cipher"].encrypt(value)
+        return state().cipher.encrypt(value)
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        cipher = current_app.extensions["session_key_cipher"]
+        cipher = state().cipher
         if not cipher.looks_encrypted(value):
             return value  # a row from before encryption (the migration encrypts them)
         try:
@@ -88,6 +87,10 @@ class Account(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     unionid: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # the app users of this person; never loaded to delete an account (the login moves them
+    # first, see services.login)
+    users: Mapped[list[User]] = relationship(back_populates="account", passive_deletes=True)
 
     def __repr__(self) -> str:
         return f"<Account {self.id} {self.unionid or '-'}>"
@@ -129,6 +132,8 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    account: Mapped[Account] = relationship(back_populates="users")
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.appid}/{self.openid}>"

@@ -10,7 +10,7 @@ Create Date: 2026-11-20 23:23:28.223123
 """
 from alembic import op
 import sqlalchemy as sa
-from flask import current_app
+from wxauth.state import state
 
 
 # revision identifiers, used by Alembic.
@@ -37,12 +37,12 @@ def upgrade():
                existing_type=sa.VARCHAR(length=64),
                type_=sa.String(length=255),
                existing_nullable=False)
-    cipher = current_app.extensions['session_key_cipher']
+    cipher = state().cipher
     _rewrite(lambda v: None if cipher.looks_encrypted(v) else cipher.encrypt(v))
 
 
 def downgrade():
-    cipher = current_app.extensions['session_key_cipher']
+    cipher = state().cipher
     _rewrite(lambda v: cipher.decrypt(v) if cipher.looks_encrypted(v) else None)
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.alter_column('session_key',

@@ -2,12 +2,13 @@
 
 - urllib3's ``PoolManager`` (connections kept alive; connection failures retried once by its
   ``Retry``), a timeout on every call. urllib3 is requests' own transport, called directly:
-  requests' per-call preparation (settings merge, URL re-parsing, cookie jars, hooks) cost
-  ~0.2 ms of every login for nothing this client uses.
+  requests' per-call preparation (settings merge, URL re-parsing, cookie jars, hooks) does
+  nothing this client uses and showed in every login (README, Performance).
 - WeChat's ``errcode`` becomes a typed exception (see the table below).
 - Secrets never leave: exception messages are written here, never copied from urllib3
   (whose messages contain the URL and so the AppSecret), the original exception is dropped
-  (``from None``), and urllib3's debug log lines are redacted by `RedactingFilter`.
+  (``from None``), and urllib3's debug log lines are redacted by
+  `wxauth.redaction.RedactingFilter`, installed on its loggers below.
 
 API followed: auth.code2Session, ``GET /sns/jscode2session``
 (https://developers.weixin.qq.com/miniprogram/dev/OpenApiDoc/user-login/code2Session.html).
@@ -19,7 +20,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,7 @@ from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
+from ..redaction import RedactingFilter, redact
 from . import jsontext
 from .crypto import DecryptError, session_key_bytes
 
@@ -144,31 +145,6 @@ class Code2SessionResult:
     openid: str
     session_key: str = field(repr=False)
     unionid: str | None = None
-
-
-# --- redaction -----------------------------------------------------------------------------
-
-_SECRET_PARAMS = re.compile(r"(\b(?:secret|js_code|access_token|code)=)[^&\s\"']+")
-
-
-def redact_query(text: str) -> str:
-    """Replace the values of secret-bearing query parameters in `text` with ``***``."""
-    return _SECRET_PARAMS.sub(r"\1***", text)
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts secret query parameters from a record's message.
-
-    Installed on urllib3's loggers, whose DEBUG and WARNING lines print each request's full
-    URL (``GET /sns/jscode2session?appid=…&secret=…``).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_query(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
 
 
 # Filters on a logger apply to its own records only, so each urllib3 module that logs URLs.
@@ -366,10 +342,7 @@ class WeChatClient:
     # -- transport ---------------------------------------------------------------------------
 
     def _redact(self, text: str, secrets: tuple[str, ...] = ()) -> str:
-        for secret in (self._secret, *secrets):
-            if secret:
-                text = text.replace(secret, "***")
-        return redact_query(text)
+        return redact(text, (self._secret, *secrets))
 
     def _call(
         self, method: str, path: str, *, params: dict[str, Any],

@@ -1,4 +1,9 @@
-"""Login and profile logic on the `User` and `Account` models."""
+"""The login transaction: a successful code2Session becomes an app user in an account.
+
+`login` upserts the user (appid, openid), attaches it to the person's account (one per
+unionid) and merges two accounts of one person when a unionid arrives late; it is race-free
+and retried on transient database conflicts. Signals go out after the commit.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy import insert as sa_insert
@@ -17,29 +21,12 @@ from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.orm import make_transient_to_detached, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ..extensions import db
+from ..models import Account, User, UTCDateTime, utcnow
+from ..wechat.client import Code2SessionResult
 from . import signals
-from .extensions import db
-from .models import Account, User, UTCDateTime, utcnow
-from .wechat import crypto
-from .wechat.client import Code2SessionResult
 
 log = logging.getLogger(__name__)
-
-# WeChat's anonymous placeholders since 2022 (getUserProfile): never stored over real data.
-ANONYMOUS_NICKNAME = "微信用户"
-ANONYMOUS_AVATAR_MARK = "/POgEwh4mIHO4nibH0KlMECNjjGxQUq24ZEaGT4poC6icRiccVGKSyXwibcPq4BWmiaIGuG1icwxaQX6grC9VemZoJ8rg/"
-
-# decrypted userInfo key → User attribute
-USER_INFO_FIELDS = {
-    "nickName": "nickname",
-    "avatarUrl": "avatar_url",
-    "gender": "gender",
-    "country": "country",
-    "province": "province",
-    "city": "city",
-    "language": "language",
-}
-
 
 # Transient conflicts worth one more try: MySQL/MariaDB deadlock and lock wait timeout
 # (InnoDB can deadlock two concurrent upserts of one key), PostgreSQL deadlock/serialization,
@@ -95,31 +82,60 @@ def login(appid: str, session: Code2SessionResult) -> LoginResult:
     return result
 
 
+def _insert(dialect: str):
+    """The dialect's INSERT construct (with its upsert clauses); only the one in use is
+    imported."""
+    module = ("mysql" if dialect in ("mysql", "mariadb")
+              else "postgresql" if dialect == "postgresql" else "sqlite")
+    return importlib.import_module(f"sqlalchemy.dialects.{module}").insert
+
+
+# The login's statements are built once per dialect, with bind parameters: building an upsert
+# costs more than running it (bench/costs.py shows the login's database share).
+
 @functools.cache
-def _statements(dialect: str, returning: bool) -> dict[str, Any]:
-    """The login's statements for one SQL dialect, built once with bind parameters (building
-    an upsert costs more than running it). `returning`: the database answers INSERT …
-    RETURNING (PostgreSQL, SQLite ≥ 3.35, MariaDB ≥ 10.5), so the user upsert gives the row
-    back without a SELECT after it."""
-    mysql_like = dialect in ("mysql", "mariadb")
-    # only the dialect in use is imported
-    module = "mysql" if mysql_like else "postgresql" if dialect == "postgresql" else "sqlite"
-    insert = importlib.import_module(f"sqlalchemy.dialects.{module}").insert
-    users, accounts = User.__table__, Account.__table__
-    account = insert(accounts).values(unionid=bindparam("unionid"),
-                                      created_at=bindparam("now", type_=UTCDateTime))
-    if mysql_like:
-        account = account.on_duplicate_key_update(id=accounts.c.id)  # a no-op
-    else:
-        account = account.on_conflict_do_nothing(index_elements=["unionid"])
-    user = insert(users).values(
+def insert_union_account_stmt(dialect: str):
+    """INSERT the account of ``:unionid`` unless it exists (``:now``)."""
+    accounts = Account.__table__
+    stmt = _insert(dialect)(accounts).values(unionid=bindparam("unionid"),
+                                            created_at=bindparam("now", type_=UTCDateTime))
+    if dialect in ("mysql", "mariadb"):
+        return stmt.on_duplicate_key_update(id=accounts.c.id)  # a no-op
+    return stmt.on_conflict_do_nothing(index_elements=["unionid"])
+
+
+@functools.cache
+def insert_new_account_stmt():
+    """INSERT an account without unionid (``:now``)."""
+    return sa_insert(Account.__table__).values(unionid=None,
+                                               created_at=bindparam("now", type_=UTCDateTime))
+
+
+@functools.cache
+def select_union_account_stmt():
+    """SELECT … FOR UPDATE the account of ``:unionid``."""
+    return (select(Account).where(Account.unionid == bindparam("unionid")).with_for_update()
+            .execution_options(populate_existing=True))
+
+
+@functools.cache
+def upsert_user_stmt(dialect: str, returning: bool):
+    """INSERT the user (``:appid``, ``:openid``, ``:unionid``, ``:account_id``,
+    ``:session_key``, ``:now``) or, when it exists, set its session_key, last login and
+    unionid (kept when ``:unionid`` is null).
+
+    `returning`: the database answers INSERT … RETURNING (PostgreSQL, SQLite ≥ 3.35,
+    MariaDB ≥ 10.5), so the statement gives the row back as a User, without a SELECT after it.
+    """
+    users = User.__table__
+    user = _insert(dialect)(users).values(
         appid=bindparam("appid"), openid=bindparam("openid"), unionid=bindparam("unionid"),
         account_id=bindparam("account_id"),
         session_key=bindparam("session_key", type_=users.c.session_key.type), gender=0,
         created_at=bindparam("now", type_=UTCDateTime),
         updated_at=bindparam("now", type_=UTCDateTime),
         last_login_at=bindparam("now", type_=UTCDateTime))
-    if mysql_like:
+    if dialect in ("mysql", "mariadb"):
         user = user.on_duplicate_key_update(
             session_key=user.inserted.session_key, last_login_at=user.inserted.last_login_at,
             unionid=func.coalesce(user.inserted.unionid, users.c.unionid))
@@ -129,29 +145,27 @@ def _statements(dialect: str, returning: bool) -> dict[str, Any]:
             set_=dict(session_key=user.excluded.session_key,
                       last_login_at=user.excluded.last_login_at,
                       unionid=func.coalesce(user.excluded.unionid, users.c.unionid)))
-    by_key = (User.appid == bindparam("appid")) & (User.openid == bindparam("openid"))
     if returning:  # loaded as a User by the ORM's SELECT path (its bulk-INSERT path costs more),
         # without the session_key it was just given (deferred, as everywhere)
         answered = [column for column in users.c if column.key != "session_key"]
         user = (select(User).from_statement(user.returning(*answered))
                 .execution_options(populate_existing=True))
-    return {
-        "insert_account": account,
-        "insert_new_account": sa_insert(accounts).values(
-            unionid=None, created_at=bindparam("now", type_=UTCDateTime)),
-        "select_union_account": select(Account).where(Account.unionid == bindparam("unionid"))
-        .with_for_update().execution_options(populate_existing=True),
-        "upsert_user": user,
-        "select_user_for_update": select(User).where(by_key).options(undefer(User.session_key))
-        .with_for_update().execution_options(populate_existing=True),
-        "select_user": select(User).where(by_key).execution_options(populate_existing=True),
-        "select_user_with_key": select(User).where(by_key).options(undefer(User.session_key)),
-    }
+    return user
 
 
-def _sql(name: str):
-    dialect = db.engine.dialect  # (the session's bind: one engine)
-    return _statements(dialect.name, dialect.insert_returning)[name]
+@functools.cache
+def select_user_stmt(*, with_session_key: bool = False, for_update: bool = False):
+    """SELECT the user (``:appid``, ``:openid``), `with_session_key` (deferred otherwise),
+    `for_update` (with its session_key)."""
+    stmt = select(User).where((User.appid == bindparam("appid"))
+                              & (User.openid == bindparam("openid")))
+    if with_session_key or for_update:
+        stmt = stmt.options(undefer(User.session_key))
+    if for_update:
+        return stmt.with_for_update().execution_options(populate_existing=True)
+    if with_session_key:  # (an identity-map hit keeps its loaded key)
+        return stmt
+    return stmt.execution_options(populate_existing=True)
 
 
 def _login(appid: str, session: Code2SessionResult) -> LoginResult:
@@ -159,13 +173,14 @@ def _login(appid: str, session: Code2SessionResult) -> LoginResult:
     unionid = session.unionid
     union_account, union_created = None, False
     if unionid:
-        db.session.execute(_sql("insert_account"), {"unionid": unionid, "now": now})
-        union_account = db.session.execute(_sql("select_union_account"),
+        db.session.execute(insert_union_account_stmt(_dialect().name),
+                           {"unionid": unionid, "now": now})
+        union_account = db.session.execute(select_union_account_stmt(),
                                            {"unionid": unionid}).scalar_one()
         union_created = union_account.created_at == now
 
     key = {"appid": appid, "openid": session.openid}
-    user = db.session.execute(_sql("select_user_for_update"), key).scalar_one_or_none()
+    user = db.session.execute(select_user_stmt(for_update=True), key).scalar_one_or_none()
     if user is None:
         return _first_login(appid, session, now, union_account, union_created)
 
@@ -192,19 +207,20 @@ def _first_login(appid, session, now, union_account, union_created) -> LoginResu
     if union_account is not None:
         account, account_new = union_account, union_created
     else:  # a Core INSERT (an ORM flush costs more than the statement); the row is known
-        result = db.session.execute(_sql("insert_new_account"), {"now": now})
+        result = db.session.execute(insert_new_account_stmt(), {"now": now})
         account = Account(id=result.inserted_primary_key[0], unionid=None, created_at=now)
         make_transient_to_detached(account)
         db.session.add(account)
         account_new = True
     key = {"appid": appid, "openid": session.openid}
-    upserted = db.session.execute(_sql("upsert_user"), {
+    dialect = _dialect()
+    upserted = db.session.execute(upsert_user_stmt(dialect.name, dialect.insert_returning), {
         **key, "unionid": session.unionid, "account_id": account.id,
         "session_key": session.session_key, "now": now})
-    if db.engine.dialect.insert_returning:  # (the statement was built for it, see _sql)
+    if dialect.insert_returning:
         user = upserted.scalar_one()
     else:
-        user = db.session.execute(_sql("select_user"), key).scalar_one()
+        user = db.session.execute(select_user_stmt(), key).scalar_one()
     is_new_user = user.created_at == now  # our insert won; an update kept the older value
     if user.account_id != account.id:
         # Another first login of this openid won the race: use its account, drop ours.
@@ -235,81 +251,12 @@ def _merge(account: Account, union_account: Account, unionid: str):
     return keep, drop.id
 
 
+def _dialect():
+    return db.engine.dialect  # (the session's bind: one engine)
+
+
 def find_user(appid: str, openid: str, *, with_session_key: bool = False) -> User | None:
-    """The user (appid, openid), or None; `with_session_key` loads the (deferred) session_key
-    in the same query."""
-    statement = _sql("select_user_with_key" if with_session_key else "select_user")
-    return db.session.execute(statement, {"appid": appid, "openid": openid}).scalar_one_or_none()
-
-
-def open_encrypted_data(user: User, encrypted_data: bytes, iv: bytes,
-                        watermark_max_age: int) -> dict[str, Any]:
-    """Decrypt encryptedData with the user's session_key and check its watermark.
-
-    Args:
-        encrypted_data, iv: raw bytes (base64-decoded).
-        watermark_max_age: seconds; 0 skips the age check.
-
-    Returns:
-        The decrypted JSON object.
-
-    Raises:
-        crypto.DecryptError, crypto.WatermarkMismatch (not the user's app),
-        crypto.WatermarkExpired.
-    """
-    data = crypto.decrypt(user.session_key, encrypted_data, iv)
-    crypto.check_watermark(data, user.appid, watermark_max_age)
-    return data
-
-
-def apply_user_info(user: User, data: dict[str, Any], *, raw_data: str | None,
-                    signature: str | None) -> User:
-    """Store decrypted getUserProfile/getUserInfo data (from `open_encrypted_data`).
-
-    Args:
-        raw_data, signature: optional clear rawData and its sha1 signature; checked when given.
-
-    Raises:
-        crypto.SignatureMismatch. Nothing is written when it is raised.
-    """
-    if raw_data is not None and signature is not None:
-        crypto.check_signature(raw_data, signature, user.session_key)
-    changes = {attr: data.get(key) for key, attr in USER_INFO_FIELDS.items()}
-    unionid = data.get("unionId")
-    if isinstance(unionid, str) and unionid:
-        changes["unionid"] = unionid
-    update_profile(user, _without_placeholders(changes))
-    return user
-
-
-def _without_placeholders(changes: dict[str, Any]) -> dict[str, Any]:
-    """Drop WeChat's anonymous values: nickname 微信用户, the grey avatar, empty, gender 0."""
-    kept = {}
-    for attr, value in changes.items():
-        if value in (None, "", 0):
-            continue
-        if attr == "nickname" and value == ANONYMOUS_NICKNAME:
-            continue
-        if attr == "avatar_url" and ANONYMOUS_AVATAR_MARK in str(value):
-            continue
-        if attr == "gender" and value not in (1, 2):
-            continue
-        if attr != "gender" and (not isinstance(value, str) or "\x00" in value):
-            continue
-        if isinstance(value, str):  # never longer than the column
-            value = value[: User.__table__.c[attr].type.length]
-        kept[attr] = value
-    return kept
-
-
-def update_profile(user: User, changes: dict[str, Any]) -> User:
-    """Set the given profile attributes, bump updated_at when something changed, commit."""
-    changed = False
-    for attr, value in changes.items():
-        if getattr(user, attr) != value:
-            setattr(user, attr, value)
-            changed = True
-    if changed:
-        user.updated_at = utcnow()
-    db.session.commit()
-    return user
+    """The user (appid, openid), or None. Its session_key is deferred (loaded on first use)
+    unless `with_session_key` loads it in the same query."""
+    return db.session.execute(select_user_stmt(with_session_key=with_session_key),
+                              {"appid": appid, "openid": openid}).scalar_one_or_none()

@@ -3,7 +3,7 @@
 Connect to them to hang application logic on new people, e.g. a new-user gift that a person
 may claim once whichever of the company's mini-programs they come from::
 
-    from wxauth.signals import account_created
+    from wxauth.services.signals import account_created
 
     @account_created.connect
     def give_gift(app, account, user, **extra):
@@ -42,7 +42,7 @@ def _send(signal, **kwargs) -> None:
 
 
 def send_after_login(result) -> None:
-    """Send the signals a committed `users.LoginResult` calls for."""
+    """Send the signals a committed `wxauth.services.login.LoginResult` calls for."""
     if result.is_new_user:
         _send(user_created, user=result.user)
     if result.is_new_account:

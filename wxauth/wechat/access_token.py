@@ -18,13 +18,27 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
 
-from .shared import SharedStore
-from .wechat.client import AccessTokenInvalid, WeChatClient
+from .client import AccessTokenInvalid, WeChatClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class TokenStore(Protocol):
+    """What the cache needs of a store shared by every worker (`wxauth.infra.store`):
+    text values with TTLs in seconds, and a lock across workers."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str, ttl: float | None = None, *,
+            only_if_absent: bool = False) -> bool: ...
+
+    def delete(self, key: str, *, only_if_value: str | None = None) -> bool: ...
+
+    def lock(self, name: str, timeout: float, wait: float) -> AbstractContextManager[None]: ...
 
 
 class AccessTokenManager:
@@ -32,14 +46,14 @@ class AccessTokenManager:
 
     Args:
         client: the app's WeChatClient.
-        store: the shared store.
+        store: the shared store (a `TokenStore`: Redis in production).
         stable: getStableAccessToken (default) or the classic /cgi-bin/token.
         margin: seconds before WeChat's expiry at which the cached token is dropped.
         lock_timeout: seconds a fetch may hold the lock (it frees itself after).
         lock_wait: seconds to wait for another worker's fetch before giving up.
     """
 
-    def __init__(self, client: WeChatClient, store: SharedStore, *, stable: bool = True,
+    def __init__(self, client: WeChatClient, store: TokenStore, *, stable: bool = True,
                  margin: int = 300, lock_timeout: float = 15, lock_wait: float = 20):
         self.client = client
         self.store = store
@@ -63,8 +77,9 @@ class AccessTokenManager:
         """The current access_token, fetched from WeChat only when no worker has one cached.
 
         Raises:
-            WeChatError subclasses from the fetch; shared.LockTimeout when another worker's
-            fetch holds the lock for longer than `lock_wait`.
+            WeChatError subclasses from the fetch; the store's LockTimeout
+            (`wxauth.infra.store.LockTimeout`) when another worker's fetch holds the lock for
+            longer than `lock_wait`.
         """
         _, entry = self._cached()
         if entry:

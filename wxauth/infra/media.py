@@ -1,14 +1,28 @@
-"""Avatar uploads from ``<button open-type="chooseAvatar">``: the client uploads the temporary
-file with ``wx.uploadFile``; we check it is really an image (by content, not by name),
-re-encode it with Pillow (which drops EXIF, GPS and any trailing payload) and store it."""
+"""Uploaded files (avatars): image checks and re-encoding, and where the files are kept.
+
+Avatars come from ``<button open-type="chooseAvatar">``: the client uploads the temporary
+file with ``wx.uploadFile``; `process_avatar` checks it is really an image (by content, not
+by name) and re-encodes it with Pillow (which drops EXIF, GPS and any trailing payload).
+
+`LocalStorage` writes under a folder (default: ``<instance>/media``) and the app serves it at
+``/media/<name>``. Names are content hashes, so a URL never changes meaning and re-uploading
+the same image stores nothing new. Another backend (object storage, a CDN) implements the
+same method.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import secrets
 import warnings
+from pathlib import Path
 
-from .errors import Problem
+
+class InvalidImage(ValueError):
+    """The upload is not a JPEG, PNG or WebP image this service accepts (the message says why)."""
+
 
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"),
            "WEBP": ("webp", "image/webp")}
@@ -26,7 +40,7 @@ def process_avatar(data: bytes, max_side: int, max_pixels: int) -> tuple[str, by
         (file name ``avatars/<sha256>.<ext>``, re-encoded bytes) in the upload's format.
 
     Raises:
-        Problem(invalid_image) for anything that is not a JPEG, PNG or WebP image.
+        InvalidImage for anything that is not a JPEG, PNG or WebP image.
     """
     # Imported on first upload: most workers never need Pillow's memory.
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -36,16 +50,15 @@ def process_avatar(data: bytes, max_side: int, max_pixels: int) -> tuple[str, by
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in FORMATS:
-                raise Problem("invalid_image", "The avatar must be a JPEG, PNG or WebP image.")
+                raise InvalidImage("The avatar must be a JPEG, PNG or WebP image.")
             if image.width * image.height > max_pixels:
-                raise Problem("invalid_image", "The avatar has too many pixels.")
+                raise InvalidImage("The avatar has too many pixels.")
             image.load()
-    except Problem:
+    except InvalidImage:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
             Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Problem("invalid_image",
-                      "The upload is not a readable JPEG, PNG or WebP image.") from None
+        raise InvalidImage("The upload is not a readable JPEG, PNG or WebP image.") from None
     fmt = image.format
     image = ImageOps.exif_transpose(image)  # keep the visible orientation, then drop EXIF
     image.thumbnail((max_side, max_side))
@@ -58,3 +71,23 @@ def process_avatar(data: bytes, max_side: int, max_pixels: int) -> tuple[str, by
     encoded = out.getvalue()
     extension = FORMATS[fmt][0]
     return f"avatars/{hashlib.sha256(encoded).hexdigest()[:32]}.{extension}", encoded
+
+
+class Storage:
+    def save(self, name: str, data: bytes) -> None:
+        """Store `data` under `name` (a relative path such as ``avatars/ab12….jpg``)."""
+        raise NotImplementedError
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def save(self, name: str, data: bytes) -> None:
+        target = self.root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            return
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)  # atomic: readers never see half a file

@@ -6,9 +6,9 @@
 - One access line per request on the ``wxauth.request`` logger: method, path, status,
   duration in ms, client address.
 - ``LOG_FORMAT=json`` writes one JSON object per line (python-json-logger).
-- `RedactingFilter` removes the AppSecret, the JWT key, session_keys, login codes, tokens,
-  encryptedData/iv/signature values and anything shaped like a JWT from messages and
-  tracebacks, whichever logger wrote them.
+- `wxauth.redaction.RedactingFilter` removes the AppSecret, the JWT key, session_keys,
+  login codes, tokens, encryptedData/iv/signature values and anything shaped like a JWT from
+  messages and tracebacks, whichever logger wrote them.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable
 
 from flask import Flask, g, has_request_context, request
+
+from ..redaction import RedactingFilter
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}\Z")
@@ -28,44 +29,6 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 _JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"
 
 access_log = logging.getLogger("wxauth.request")
-
-_SECRET_FIELDS = (r"secret|appsecret|js_code|code|access_token|refresh_token|session_key|"
-                  r"sessionkey|encrypteddata|encrypted_data|iv|signature|authorization|password")
-
-
-class RedactingFilter(logging.Filter):
-    """Redact secrets from a record's message and traceback text.
-
-    Args:
-        secrets: literal values to blank wherever they appear (the AppSecret, the JWT key…).
-    """
-
-    _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-    _FIELDS = re.compile(
-        r"(?i)(\b(?:" + _SECRET_FIELDS + r")\b[\"']?\s*[:=]\s*[\"']?(?:Bearer\s+)?)"
-        r"[^\"'&\s,}\]]+")
-
-    def __init__(self, secrets: Iterable[str | None] = ()):
-        super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        text = self._JWT.sub("[jwt]", text)
-        return self._FIELDS.sub(r"\1***", text)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = self.redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-        elif record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        return True
-
 
 class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` to every record ("-" outside a request)."""
@@ -87,6 +50,7 @@ def configure_logging(app: Flask) -> None:
     """
     cfg = app.config
     redactor = RedactingFilter([cfg.get("WECHAT_SECRET"), cfg.get("JWT_SECRET_KEY"),
+                                *(s["secret"] for s in cfg.get("WECHAT_APP_SETTINGS", {}).values()),
                                 *str(cfg.get("SESSION_KEY_ENCRYPTION_KEY") or "").split(",")])
     request_ids = RequestIdFilter()
     logging.getLogger("wxauth").setLevel(cfg["LOG_LEVEL"])

@@ -10,7 +10,7 @@ from marshmallow import fields, validate
 from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
-from .wechat import jsontext
+from ..wechat import jsontext
 
 GENDERS = (0, 1, 2)  # WeChat: 0 unknown, 1 male, 2 female
 

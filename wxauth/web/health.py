@@ -1,0 +1,19 @@
+"""Blueprint `health`: ``GET /healthz``."""
+
+from __future__ import annotations
+
+from ..errors import documents_problems
+from ..services import health
+from .schemas import Blueprint, HealthSchema
+
+blp = Blueprint("health", __name__, description="Liveness and readiness")
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.response(200, HealthSchema)
+@documents_problems(blp, "database_unavailable", "store_unavailable")
+def healthz():
+    """200 ``{"status": "ok"}`` when the database (and Redis, when configured) answer;
+    else 503 ``database_unavailable`` / ``store_unavailable``."""
+    health.check()
+    return {"status": "ok"}

@@ -1,0 +1,122 @@
+"""The login state on HTTP: the Bearer-token check of every protected view.
+
+`login_required` replaces flask-jwt-extended's ``jwt_required`` and its callback hooks with
+one decorator that checks, in this order, and answers 401 problems:
+
+1. the ``Authorization: Bearer <token>`` header (``authorization_required``, ``token_invalid``);
+2. the token itself, with flask-jwt-extended's public ``decode_token`` (signature, algorithm,
+   ``exp``/``nbf`` with ``JWT_DECODE_LEEWAY``; ``token_expired``, ``token_invalid``);
+3. its type, access or refresh (``token_invalid``);
+4. its login (token family) not revoked (``token_revoked``), in the shared store;
+5. its user, loaded by `services.sessions.user_for_claims` (``user_not_found``,
+   ``token_revoked`` after ``users revoke-tokens``, ``token_invalid`` for an app no longer
+   served).
+Views read the result with `current_user()` and `current_claims()`.
+
+Verified tokens are remembered per process (`AppState.verified_tokens`, at most
+`MAX_VERIFIED_TOKENS`) until their ``exp``: a token seen before skips step 2 only; the
+revocation and user checks run on every request. Reason: decoding is the costliest step of an
+authenticated request, and a token that verified once verifies again until it expires
+(README, Performance).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jwt as pyjwt
+from flask import current_app, g, request
+from flask_jwt_extended import decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+
+from ..errors import AUTH_CODES, Problem, documents_problems
+from ..models import User
+from ..services import sessions
+from ..state import state
+
+MAX_VERIFIED_TOKENS = 1024  # per process; the cache starts over when full
+BEARER_DOC = [{"bearerAuth": []}]
+
+
+def login_required(blp, *problems: str, refresh: bool = False, verify_type: bool = True,
+                   with_session_key: bool = False):
+    """Decorate a view of `blp` that needs a login state; put it right under ``@blp.route``.
+
+    Args:
+        problems: the other problem codes the view can answer (documented with the 401s).
+        refresh: require a refresh token instead of an access token.
+        verify_type: False accepts either type (logout).
+        with_session_key: the view's service decrypts with the user's session_key: load it
+            with the user, in the same query (it is deferred otherwise).
+    """
+
+    def decorator(view):
+        documented = blp.doc(security=BEARER_DOC)(
+            documents_problems(blp, *problems, *AUTH_CODES)(view))
+
+        @functools.wraps(documented)
+        def wrapper(*args, **kwargs):
+            authenticate(refresh=refresh, verify_type=verify_type,
+                         with_session_key=with_session_key)
+            return documented(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def authenticate(*, refresh: bool = False, verify_type: bool = True,
+                 with_session_key: bool = False) -> User:
+    """Check the request's Bearer token and load its user (see the module docstring);
+    raises the 401 Problems listed there."""
+    claims = verified_claims(_bearer_token())
+    if verify_type and claims.get("type") != ("refresh" if refresh else "access"):
+        raise Problem("token_invalid", "Only refresh tokens are allowed here." if refresh
+                      else "Only access tokens are allowed here.")
+    if sessions.is_revoked(claims):
+        raise Problem("token_revoked", "The token has been revoked (logout).")
+    g.wxauth_claims = claims
+    g.wxauth_user = user = sessions.user_for_claims(claims, with_session_key=with_session_key)
+    return user
+
+
+def current_user() -> User:
+    """The user of the request's token (after `login_required`)."""
+    return g.wxauth_user
+
+
+def current_claims() -> dict[str, Any]:
+    """The claims of the request's token (after `login_required`)."""
+    return g.wxauth_claims
+
+
+def _bearer_token() -> str:
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise Problem("authorization_required", "This endpoint needs a login state.")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme != "Bearer" or not token.strip():
+        raise Problem("token_invalid", "Missing 'Bearer <token>' in the Authorization header.")
+    return token.strip()
+
+
+def verified_claims(encoded: str) -> dict[str, Any]:
+    """The claims of a token whose signature and times check out (a copy: callers may change
+    it). Raises Problem(token_expired) or Problem(token_invalid)."""
+    cache = state().verified_tokens
+    claims = cache.get(encoded)
+    if claims is not None and claims["exp"] + current_app.config["JWT_DECODE_LEEWAY"] > time.time():
+        return dict(claims)
+    try:
+        claims = decode_token(encoded)
+    except pyjwt.ExpiredSignatureError:
+        raise Problem("token_expired", "The token has expired.") from None
+    except (pyjwt.InvalidTokenError, JWTExtendedException) as exc:
+        raise Problem("token_invalid", f"The token is not valid ({exc}).") from None
+    if "exp" in claims:  # tokens without an expiry are not remembered
+        if len(cache) >= MAX_VERIFIED_TOKENS:
+            cache.clear()
+        cache[encoded] = dict(claims)
+    return claims
