@@ -1,9 +1,18 @@
 """gunicorn settings from the environment; `gunicorn wsgi:app` reads this file by itself.
 
-GUNICORN_BIND (127.0.0.1:8000), GUNICORN_WORKERS or WEB_CONCURRENCY (2), GUNICORN_THREADS (4),
-GUNICORN_TIMEOUT (30 s), GUNICORN_GRACEFUL_TIMEOUT (30 s), GUNICORN_KEEPALIVE (5 s),
-GUNICORN_ACCESSLOG (off: the app logs one line per request with its request id; "-" =
-stdout). Command-line flags still win.
+GUNICORN_BIND (127.0.0.1:8000), GUNICORN_WORKERS or WEB_CONCURRENCY (2),
+GUNICORN_WORKER_CLASS (gevent; or gthread, sync), GUNICORN_WORKER_CONNECTIONS (1000: requests
+in flight per gevent worker), GUNICORN_THREADS (gthread only: 4), GUNICORN_TIMEOUT (30 s),
+GUNICORN_GRACEFUL_TIMEOUT (30 s), GUNICORN_KEEPALIVE (5 s), GUNICORN_ACCESSLOG (off: the app
+logs one line per request with its request id; "-" = stdout). Command-line flags still win.
+
+Why gevent: a login waits on WeChat (tens to hundreds of ms from a Chinese cloud, seconds
+when it stalls) far longer than it uses the CPU. A gevent worker keeps hundreds of such
+requests in flight, so a slow or stalled WeChat neither caps the login rate at threads ÷
+latency nor takes the threads that `GET /profile` and `/healthz` need. gunicorn's gevent
+worker monkey-patches the standard library in each worker before it loads the app (no
+preload_app), so urllib3, redis-py and PyMySQL cooperate, and psycopg ≥ 3.1.14 does by
+itself. README, "When things fail" and Performance, has the measurements.
 """
 
 import gc
@@ -19,7 +28,9 @@ def _int(name, default, *fallbacks):
 
 bind = os.environ.get("GUNICORN_BIND", "").strip() or "127.0.0.1:8000"
 workers = _int("GUNICORN_WORKERS", 2, "WEB_CONCURRENCY")
-threads = _int("GUNICORN_THREADS", 4)
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "").strip() or "gevent"
+worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 1000)
+threads = _int("GUNICORN_THREADS", 4)  # (gthread workers only)
 timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
