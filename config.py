@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import secrets
@@ -63,7 +64,15 @@ class Config:
     WECHAT_SECRET = env_str("WECHAT_SECRET")
     WECHAT_APPS = env_str("WECHAT_APPS")  # several apps: JSON or a JSON file (parse_apps below)
     WECHAT_API_BASE = env_str("WECHAT_API_BASE", "https://api.weixin.qq.com")
-    WECHAT_TIMEOUT = env_number("WECHAT_TIMEOUT", 5.0)  # seconds, per upstream call
+    WECHAT_TIMEOUT = env_number("WECHAT_TIMEOUT", 5.0)  # seconds to connect, and to read an answer
+    # seconds one WeChat API call may take in all (a free slot, a second connection attempt,
+    # errcode -1 retries); keep it under GUNICORN_TIMEOUT
+    WECHAT_DEADLINE = env_number("WECHAT_DEADLINE", 10.0)
+    WECHAT_MAX_CALLS = env_number("WECHAT_MAX_CALLS", 256, int)  # in flight per process
+    # circuit breaker: this many timeouts/connection failures in a row open it; calls then
+    # answer 503 wechat_unavailable at once for WECHAT_BREAKER_COOLDOWN seconds, then a probe
+    WECHAT_BREAKER_FAILURES = env_number("WECHAT_BREAKER_FAILURES", 5, int)
+    WECHAT_BREAKER_COOLDOWN = env_number("WECHAT_BREAKER_COOLDOWN", 30.0)
     WECHAT_PROXY = env_str("WECHAT_PROXY")  # egress proxy for WeChat calls, e.g. http://proxy:3128
     WECHAT_BUSY_RETRIES = env_number("WECHAT_BUSY_RETRIES", 2, int)  # extra tries on errcode -1
     WECHAT_WATERMARK_MAX_AGE = env_number("WECHAT_WATERMARK_MAX_AGE", 600, int)  # seconds; 0 = off
@@ -83,14 +92,22 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"hide_parameters": True}  # no session_key in DB error text
     # Pool settings for PostgreSQL/MySQL (ignored for SQLite). Recycle connections before
     # MySQL's wait_timeout (often lowered to 300 s by hosts) closes them; ping on checkout.
-    DB_POOL_SIZE = env_number("DB_POOL_SIZE", 5, int)
+    # A gevent worker keeps hundreds of requests in flight, but a request holds a connection
+    # only while it reads or writes (never across a WeChat call): 10 + 10 per worker serve
+    # them; beyond that a request waits DB_POOL_TIMEOUT seconds, then answers 503.
+    DB_POOL_SIZE = env_number("DB_POOL_SIZE", 10, int)
     DB_MAX_OVERFLOW = env_number("DB_MAX_OVERFLOW", 10, int)
     DB_POOL_RECYCLE = env_number("DB_POOL_RECYCLE", 280, int)  # seconds
-    DB_POOL_TIMEOUT = env_number("DB_POOL_TIMEOUT", 10, int)  # seconds to wait for a connection
+    DB_POOL_TIMEOUT = env_number("DB_POOL_TIMEOUT", 5, int)  # seconds to wait for a connection
+    # seconds to connect (PostgreSQL counts whole seconds, at least 2), and for one statement
+    # to answer; a silent database answers 503 database_unavailable after them
+    DB_CONNECT_TIMEOUT = env_number("DB_CONNECT_TIMEOUT", 3, int)
+    DB_STATEMENT_TIMEOUT = env_number("DB_STATEMENT_TIMEOUT", 5.0)
 
     # --- Shared state (revocation list, access_token cache, rate-limit counters) -------------
     REDIS_URL = env_str("REDIS_URL")  # unset: in-process store, fine for one process only
     REDIS_PREFIX = env_str("REDIS_PREFIX", "wxauth:")
+    REDIS_TIMEOUT = env_number("REDIS_TIMEOUT", 2.0)  # seconds to connect, and per command
 
     # --- Secrets at rest -----------------------------------------------------------------
     # Fernet keys, comma-separated, newest first: session_key columns are encrypted with the
@@ -231,14 +248,25 @@ def _database(cfg: MutableMapping[str, Any], instance_path: str) -> None:
         raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
     options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     backend = url.get_backend_name()
+    connect_args = options["connect_args"] = dict(options.get("connect_args") or {})
     if backend == "sqlite":
-        options.setdefault("connect_args", {}).setdefault("timeout", 30)
+        connect_args.setdefault("timeout", 30)
     else:
-        options.setdefault("pool_pre_ping", True)
+        # (no pool_pre_ping: infra.database pings on checkout, within DB_STATEMENT_TIMEOUT)
         options.setdefault("pool_recycle", cfg["DB_POOL_RECYCLE"])
         options.setdefault("pool_size", cfg["DB_POOL_SIZE"])
         options.setdefault("max_overflow", cfg["DB_MAX_OVERFLOW"])
         options.setdefault("pool_timeout", cfg["DB_POOL_TIMEOUT"])
+    statement_ms = max(1, int(cfg["DB_STATEMENT_TIMEOUT"] * 1000))
+    if backend == "postgresql":
+        connect_args.setdefault("connect_timeout", max(2, int(cfg["DB_CONNECT_TIMEOUT"])))
+        # the server ends a statement running longer (a lock wait, a slow plan); a silent
+        # server is bounded by infra.database's deadline
+        connect_args.setdefault("options", f"-c statement_timeout={statement_ms}")
+    elif backend in ("mysql", "mariadb"):
+        connect_args.setdefault("connect_timeout", max(1, int(cfg["DB_CONNECT_TIMEOUT"])))
+        connect_args.setdefault("read_timeout", max(1, math.ceil(cfg["DB_STATEMENT_TIMEOUT"])))
+        connect_args.setdefault("write_timeout", max(1, math.ceil(cfg["DB_STATEMENT_TIMEOUT"])))
     if backend in ("mysql", "mariadb") and "charset" not in url.query:
         # utf8mb4, or emoji nicknames fail with "Incorrect string value"
         url = url.update_query_dict({"charset": "utf8mb4"})

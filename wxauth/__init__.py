@@ -19,11 +19,12 @@ import config
 from . import errors
 from .extensions import api, db, jwt
 from .infra.cipher import SessionKeyCipher
-from .infra.database import tune_sqlite
+from .infra import database
 from .infra.media import LocalStorage
 from .infra.store import create_store
 from .services.programs import MiniProgram
 from .state import EMULATOR_MOUNT, EXTENSION_KEY, AppState, state
+from .wechat.client import Guard
 from .web.logs import configure_logging
 from .web.proxy import TrustedProxyFix
 from .web.ratelimit import RateLimit
@@ -69,9 +70,9 @@ def register_state(app: Flask) -> None:
     cfg = app.config
     app.extensions[EXTENSION_KEY] = AppState(
         cipher=SessionKeyCipher.from_keys(cfg["SESSION_KEY_ENCRYPTION_KEY"]),
-        store=create_store(cfg["REDIS_URL"], cfg["REDIS_PREFIX"]),
+        store=create_store(cfg["REDIS_URL"], cfg["REDIS_PREFIX"], timeout=cfg["REDIS_TIMEOUT"]),
         login_rate_limit=RateLimit(cfg["LOGIN_RATE_LIMIT"], cfg["RATELIMIT_STORAGE_URI"],
-                                   "login", cfg["RATELIMIT_KEY_PREFIX"]),
+                                   "login", cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"]),
         media=LocalStorage(cfg["MEDIA_ROOT"]))
     networks = cfg["TRUSTED_PROXY_NETWORKS"]
     if networks:
@@ -86,7 +87,7 @@ def register_extensions(app: Flask) -> None:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     with app.app_context():
-        tune_sqlite(db.engine)
+        database.tune(db.engine, app.config["DB_STATEMENT_TIMEOUT"])
 
 
 def register_migrations(app: Flask) -> None:
@@ -103,12 +104,17 @@ def register_migrations(app: Flask) -> None:
 
 
 def register_wechat(app: Flask) -> None:
-    """A `MiniProgram` (WeChat client and access_token) per configured app; in emulator mode
-    the built-in emulator is mounted at ``/_wechat`` and plays the one app."""
+    """A `MiniProgram` (WeChat client and access_token) per configured app, behind one
+    `Guard` (calls in flight, circuit breaker); in emulator mode the built-in emulator is
+    mounted at ``/_wechat`` and plays the one app."""
     cfg = app.config
     app_state = state(app)
+    # one guard per process, shared by the apps: WeChat's trouble is every app's trouble
+    guard = Guard(cfg["WECHAT_MAX_CALLS"], cfg["WECHAT_BREAKER_FAILURES"],
+                  cfg["WECHAT_BREAKER_COOLDOWN"])
     options = dict(base_url=cfg["WECHAT_API_BASE"], timeout=cfg["WECHAT_TIMEOUT"],
-                   busy_retries=cfg["WECHAT_BUSY_RETRIES"], proxy=cfg["WECHAT_PROXY"])
+                   deadline=cfg["WECHAT_DEADLINE"], busy_retries=cfg["WECHAT_BUSY_RETRIES"],
+                   proxy=cfg["WECHAT_PROXY"], guard=guard)
     settings_by_app = cfg["WECHAT_APP_SETTINGS"]
     if cfg["WECHAT_EMULATOR"]:
         from .wechat.emulator import Emulator, WSGITransport  # development only
@@ -122,6 +128,7 @@ def register_wechat(app: Flask) -> None:
         app_state.emulator = emulator
         app.logger.info("WECHAT_APPID unset: using the built-in WeChat emulator at %s",
                         EMULATOR_MOUNT)
+    app_state.guard = guard
     app_state.programs = {appid: MiniProgram.build(appid, settings, app_state.store, **options)
                           for appid, settings in settings_by_app.items()}
     cfg["WECHAT_APPID"] = next(iter(app_state.programs)) if len(app_state.programs) == 1 else None

@@ -20,8 +20,11 @@ from flask import Flask, Response, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
+import limits.errors
+from sqlalchemy import exc as sa_exc
+
 from .infra.media import InvalidImage
-from .infra.store import LockTimeout
+from .infra.store import LockTimeout, StoreUnavailable
 from .wechat import client as wx
 from .wechat import crypto
 
@@ -54,8 +57,10 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(405, "method_not_allowed", "Method not allowed"),
         ProblemKind(413, "payload_too_large", "Request body too large"),
         ProblemKind(500, "internal_error", "Internal server error"),
-        ProblemKind(503, "database_unavailable", "Database unavailable"),
-        ProblemKind(503, "store_unavailable", "Shared store unavailable"),
+        ProblemKind(503, "database_unavailable", "Database unavailable",
+                    "Retry after Retry-After seconds."),
+        ProblemKind(503, "store_unavailable", "Shared store unavailable",
+                    "Retry after Retry-After seconds."),
         # login code exchange (WeChat errcodes)
         ProblemKind(400, "invalid_code", "Invalid login code",
                     "Codes live 5 minutes: call wx.login() again and send the new code."),
@@ -65,6 +70,8 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(429, "wechat_rate_limited", "WeChat rate limit reached",
                     "Wait for Retry-After seconds before logging in again."),
         ProblemKind(503, "wechat_busy", "WeChat is busy", "Retry after Retry-After seconds."),
+        ProblemKind(503, "wechat_unavailable", "WeChat unavailable",
+                    "Retry after Retry-After seconds."),
         ProblemKind(502, "wechat_bad_response", "Bad answer from WeChat"),
         ProblemKind(504, "wechat_timeout", "WeChat timed out"),
         ProblemKind(502, "wechat_unreachable", "WeChat unreachable"),
@@ -100,7 +107,10 @@ EXCEPTION_CODES: dict[type[BaseException], str] = {
     wx.WeChatBadResponse: "wechat_bad_response",
     wx.WeChatTimeout: "wechat_timeout",
     wx.WeChatUnreachable: "wechat_unreachable",
+    wx.WeChatUnavailable: "wechat_unavailable",
     LockTimeout: "wechat_busy",
+    StoreUnavailable: "store_unavailable",
+    limits.errors.StorageError: "store_unavailable",
     InvalidImage: "invalid_image",
     crypto.DecryptError: "decrypt_failed",
     crypto.WatermarkMismatch: "watermark_mismatch",
@@ -112,8 +122,12 @@ EXCEPTION_CODES: dict[type[BaseException], str] = {
 AUTH_CODES = ("authorization_required", "token_invalid", "token_expired", "token_revoked",
               "user_not_found")
 # Codes of an operation that calls WeChat (the transport and server failures above).
-WECHAT_CODES = ("wechat_rate_limited", "wechat_busy", "wechat_bad_response", "wechat_timeout",
-                "wechat_unreachable")
+WECHAT_CODES = ("wechat_rate_limited", "wechat_busy", "wechat_unavailable",
+                "wechat_bad_response", "wechat_timeout", "wechat_unreachable")
+# Codes any operation can answer when a dependency is out (503 with Retry-After).
+OUTAGE_CODES = ("database_unavailable", "store_unavailable")
+# seconds a client should wait before retrying after a database outage
+DATABASE_RETRY_AFTER = 5
 
 
 class Problem(Exception):
@@ -206,6 +220,11 @@ def exception_response(exc: Exception) -> Response:
         return problem_response(exc.kind.code, exc.detail, headers=exc.headers, **exc.extra)
     if isinstance(exc, HTTPException):
         return http_exception_response(exc)
+    if is_database_outage(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                    _reason(exc))
+        return problem_response("database_unavailable", "The database does not answer.",
+                                headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
     code = next((EXCEPTION_CODES[c] for c in type(exc).__mro__ if c in EXCEPTION_CODES), None)
     if code is None:
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -219,7 +238,44 @@ def exception_response(exc: Exception) -> Response:
     if isinstance(exc, wx.WeChatError):
         level = logging.ERROR if PROBLEMS[code].status >= 500 else logging.INFO
         log.log(level, "WeChat call failed on %s: %s", request.path, exc)
+    if code == "store_unavailable":
+        log.warning("shared store unavailable on %s %s: %s", request.method, request.path,
+                    _reason(exc))
+        headers["Retry-After"] = str(StoreUnavailable.retry_after)
+        return problem_response(code, "The shared store (Redis) does not answer.",
+                                headers=headers)
     return problem_response(code, str(exc), headers=headers, **extra)
+
+
+# Missing tables: the database was dropped or replaced under us (PostgreSQL's SQLSTATE,
+# MySQL/MariaDB's error number); SQLite says "no such table" as an OperationalError.
+_MISSING_TABLE_SQLSTATES = {"42P01", "3D000"}
+_MISSING_TABLE_MYSQL = {1146, 1049}
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether `exc` means the database is out of reach (refused, silent, restarting, gone,
+    its database dropped, the pool exhausted) rather than a fault in a request or in code."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                        sa_exc.DisconnectionError, sa_exc.TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        if getattr(orig, "sqlstate", None) in _MISSING_TABLE_SQLSTATES:
+            return True
+        args = getattr(orig, "args", ())
+        return bool(args) and args[0] in _MISSING_TABLE_MYSQL
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    """One short line saying what failed: the driver's error class and the first line of
+    its message (statements' parameters are never in it: hide_parameters)."""
+    orig = getattr(exc, "orig", None) or getattr(exc, "__cause__", None) or exc
+    first = (str(orig).strip().splitlines() or [""])[0][:200]
+    return f"{type(orig).__name__}: {first}" if first else type(orig).__name__
 
 
 class ProblemSchema(ma.Schema):
@@ -249,9 +305,10 @@ class ProblemApi(Api):
 
 
 def documents_problems(blp, *codes: str):
-    """Decorator documenting the problem responses an operation can give, grouped by status."""
+    """Decorator documenting the problem responses an operation can give, grouped by status
+    (the outage codes, which every operation can give, included)."""
     by_status: dict[int, list[str]] = defaultdict(list)
-    for code in codes:
+    for code in dict.fromkeys((*codes, *OUTAGE_CODES)):
         by_status[PROBLEMS[code].status].append(code)
 
     def decorator(func):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .infra.store import SharedStore
     from .services.programs import MiniProgram
     from .web.ratelimit import RateLimit
+    from .wechat.client import Guard
     from .wechat.emulator import Emulator
 
 EXTENSION_KEY = "wxauth"
@@ -34,6 +35,7 @@ class AppState:
     login_rate_limit: RateLimit
     media: Storage
     programs: dict[str, MiniProgram] = field(default_factory=dict)  # by appid
+    guard: Guard | None = None  # calls to WeChat in flight, circuit breaker (every app)
     emulator: Emulator | None = None  # development only
     # web.security: verified JWTs (encoded token → claims), per process
     verified_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)

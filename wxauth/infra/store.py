@@ -24,6 +24,12 @@ class LockTimeout(Exception):
     retry_after = 2  # seconds
 
 
+class StoreUnavailable(Exception):
+    """The store (Redis) refused, timed out or failed; the message says how, never a value."""
+
+    retry_after = 5  # seconds
+
+
 class SharedStore:
     """Interface of the shared store (see the backends)."""
 
@@ -127,40 +133,59 @@ class MemoryStore(SharedStore):
 
 
 class RedisStore(SharedStore):
-    """Redis-backed store (redis-py); locks are redis-py's `Lock` (token-checked release)."""
+    """Redis-backed store (redis-py); locks are redis-py's `Lock` (token-checked release).
+
+    Every command is bounded by `socket_timeout` seconds (connecting, and waiting for the answer)
+    and tried once more on a fresh connection (a restarted Redis is used again at once);
+    a failure raises StoreUnavailable, never redis-py's own exceptions.
+    """
 
     backend = "redis"
 
     def __init__(self, url: str, prefix: str = "wxauth:", *, socket_timeout: float = 2.0):
         import redis  # only when Redis is used: it weighs ~10 MB per worker
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self._errors = redis.exceptions
         self.prefix = prefix
         self.redis = redis.Redis.from_url(url, decode_responses=True,
                                           socket_timeout=socket_timeout,
                                           socket_connect_timeout=socket_timeout,
-                                          health_check_interval=30)
+                                          retry=Retry(NoBackoff(), 1), health_check_interval=30)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
 
+    @contextmanager
+    def _errors_as_unavailable(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors.LockError:
+            raise
+        except self._errors.RedisError as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
+
     def get(self, key):
-        return self.redis.get(self._k(key))
+        with self._errors_as_unavailable():
+            return self.redis.get(self._k(key))
 
     def set(self, key, value, ttl=None, *, only_if_absent=False):
         px = None if ttl is None else max(1, int(ttl * 1000))
-        return bool(self.redis.set(self._k(key), value, px=px, nx=only_if_absent))
+        with self._errors_as_unavailable():
+            return bool(self.redis.set(self._k(key), value, px=px, nx=only_if_absent))
 
     def delete(self, key, *, only_if_value=None):
-        if only_if_value is None:
-            return bool(self.redis.delete(self._k(key)))
-        script = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-                  "return redis.call('del', KEYS[1]) else return 0 end")
-        return bool(self.redis.eval(script, 1, self._k(key), only_if_value))
+        with self._errors_as_unavailable():
+            if only_if_value is None:
+                return bool(self.redis.delete(self._k(key)))
+            script = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                      "return redis.call('del', KEYS[1]) else return 0 end")
+            return bool(self.redis.eval(script, 1, self._k(key), only_if_value))
 
     def incr(self, key, ttl):
-        with self.redis.pipeline() as pipe:  # MULTI: the counter never lives without a TTL
-            pipe.incr(self._k(key))
+        with self._errors_as_unavailable(), self.redis.pipeline() as pipe:
+            pipe.incr(self._k(key))  # MULTI: the counter never lives without a TTL
             pipe.expire(self._k(key), max(1, int(ttl + 0.999)), nx=True)
             count, _ = pipe.execute()
         return int(count)
@@ -168,15 +193,17 @@ class RedisStore(SharedStore):
     @contextmanager
     def lock(self, name, timeout, wait):
         lock = self.redis.lock(self._k(f"lock:{name}"), timeout=timeout, blocking_timeout=wait)
-        if not lock.acquire():
+        with self._errors_as_unavailable():
+            acquired = lock.acquire()
+        if not acquired:
             raise LockTimeout(name)
         try:
             yield
         finally:
             try:
                 lock.release()
-            except self._errors.LockError:
-                pass  # expired while held: someone else may hold it now, leave it
+            except self._errors.RedisError:
+                pass  # expired while held (someone else may hold it now), or Redis is gone
 
     def ping(self):
         try:
@@ -185,6 +212,8 @@ class RedisStore(SharedStore):
             return False
 
 
-def create_store(redis_url: str | None, prefix: str = "wxauth:") -> SharedStore:
-    """A RedisStore for `redis_url`, else a MemoryStore."""
-    return RedisStore(redis_url, prefix) if redis_url else MemoryStore()
+def create_store(redis_url: str | None, prefix: str = "wxauth:", *,
+                 timeout: float = 2.0) -> SharedStore:
+    """A RedisStore for `redis_url` (`timeout` in seconds), else a MemoryStore."""
+    return (RedisStore(redis_url, prefix, socket_timeout=timeout) if redis_url
+            else MemoryStore())

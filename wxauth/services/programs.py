@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Problem
+from ..extensions import db
 from ..state import state
 from ..wechat.access_token import AccessTokenManager, TokenStore
 from ..wechat.client import Code2SessionResult, PhoneInfo, WeChatClient
@@ -37,28 +38,43 @@ class MiniProgram:
     def build(cls, appid: str, settings: dict[str, Any], store: TokenStore,
               **client_options: Any) -> MiniProgram:
         """A MiniProgram from its settings (`config.app_settings`); `client_options` go to
-        `WeChatClient` (base_url, timeout, busy_retries, proxy, http)."""
+        `WeChatClient` (base_url, timeout, deadline, busy_retries, proxy, http, guard)."""
         client = WeChatClient(appid, settings["secret"], **client_options)
-        tokens = AccessTokenManager(client, store, stable=settings["token_api"] == "stable")
+        # waiting for another worker's token fetch is bounded like a call of our own
+        tokens = AccessTokenManager(client, store, stable=settings["token_api"] == "stable",
+                                    lock_wait=client.deadline)
         return cls(appid, settings["name"], settings["content_check"], client, tokens)
 
     def code2session(self, js_code: str) -> Code2SessionResult:
         """auth.code2Session for a ``wx.login`` code (see `WeChatClient.code2session`)."""
+        _release_database()
         return self.client.code2session(js_code)
 
     def check_session_key(self, openid: str, session_key: str) -> bool:
         """checkSessionKey: whether WeChat still holds `session_key` (base64 text)."""
+        _release_database()
         return self.tokens.call(
             lambda token: self.client.check_session_key(token, openid, session_key))
 
     def phone_number(self, code: str) -> PhoneInfo:
         """getPhoneNumber for a phone button's ``code``; InvalidCode (40029) for a bad one."""
+        _release_database()
         return self.tokens.call(lambda token: self.client.get_phone_number(token, code))
 
     def msg_sec_check(self, openid: str, content: str, scene: int = 1) -> str:
         """msgSecCheck v2: ``"pass"``, ``"review"`` or ``"risky"``."""
+        _release_database()
         return self.tokens.call(
             lambda token: self.client.msg_sec_check(token, openid, content, scene=scene))
+
+
+def _release_database() -> None:
+    """End the request's read-only transaction before waiting on WeChat: its connection goes
+    back to the pool (loaded objects stay usable) instead of being held through the call, so
+    a slow WeChat cannot drain the pool for requests that never call it."""
+    session = db.session()  # (the request's Session behind the scoped proxy)
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.commit()
 
 
 def configured() -> dict[str, MiniProgram]:

@@ -36,14 +36,25 @@ class RateLimit:
         storage_uri: ``redis://…`` (shared) or ``memory://`` (this process).
         scope: names the counters: ``<key_prefix>/<address>/<scope>``.
         key_prefix: e.g. ``REDIS_PREFIX`` + ``"ratelimit"``.
+        timeout: seconds to connect to Redis and per command.
 
     Raises:
         ValueError: malformed `limits`.
     """
 
-    def __init__(self, limits: str, storage_uri: str, scope: str, key_prefix: str = ""):
+    def __init__(self, limits: str, storage_uri: str, scope: str, key_prefix: str = "",
+                 timeout: float = 2.0):
         self.items = parse_many(limits)
-        self.strategy = FixedWindowRateLimiter(storage_from_string(storage_uri))
+        options = {}
+        if storage_uri.startswith(("redis://", "rediss://")):
+            from redis.backoff import NoBackoff  # (only with Redis, as the store)
+            from redis.retry import Retry
+
+            options = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
+                           retry=Retry(NoBackoff(), 1))
+        # wrap_exceptions: a Redis failure is limits' StorageError (503 store_unavailable)
+        self.strategy = FixedWindowRateLimiter(
+            storage_from_string(storage_uri, wrap_exceptions=True, **options))
         self.scope = scope
         self.key_prefix = key_prefix
 

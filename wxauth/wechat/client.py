@@ -20,16 +20,19 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
-
 from urllib.parse import urlencode
 
+import pybreaker
 import urllib3
 from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
-from urllib3.util.retry import Retry
+from urllib3.util import Timeout
 
 from ..redaction import RedactingFilter, redact
 from . import jsontext
@@ -105,6 +108,23 @@ class WeChatUnreachable(WeChatError):
     """No connection to WeChat could be made (DNS, refused, reset)."""
 
 
+class WeChatUnavailable(WeChatError):
+    """The call was not made: the circuit breaker is open after a run of timeouts and
+    connection failures, or every slot for calls to WeChat stayed taken.
+
+    Attributes:
+        retry_after: seconds after which trying again makes sense (int ≥ 1).
+    """
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Refused(WeChatUnreachable):
+    """A connection attempt failed (refused, no route): `_call` tries once more."""
+
+
 ERRCODE_EXCEPTIONS: dict[int, type[WeChatAPIError]] = {
     -1: WeChatBusy,
     40029: InvalidCode,
@@ -158,6 +178,52 @@ for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retr
 # --- client ----------------------------------------------------------------------------------
 
 
+class Guard:
+    """What protects WeChat and us from each other, shared by the clients of one process.
+
+    - A bound on calls in flight (`max_calls`): a call waits for a free slot within its
+      deadline, else WeChatUnavailable (retry after 1 s).
+    - A circuit breaker (pybreaker): after `failures` timeouts or connection failures in a
+      row it opens, and calls fail at once with WeChatUnavailable (retry after the rest of
+      `cooldown` seconds); then one probe call goes through: success closes it, failure
+      opens it again. WeChat's errcodes and bad answers do not count: WeChat answered.
+
+    Args:
+        max_calls: calls to WeChat in flight at once in this process.
+        failures: consecutive timeouts/connection failures that open the circuit.
+        cooldown: seconds the circuit stays open before a probe.
+    """
+
+    def __init__(self, max_calls: int = 256, failures: int = 5, cooldown: float = 30):
+        self.max_calls = max_calls
+        self.slots = threading.BoundedSemaphore(max_calls)
+        self._opened = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        self.breaker = pybreaker.CircuitBreaker(
+            fail_max=failures, reset_timeout=cooldown, state_storage=self._opened,
+            exclude=[lambda exc: not isinstance(exc, (WeChatTimeout, WeChatUnreachable))],
+            throw_new_error_on_trip=False, name="wechat")
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"``."""
+        return self.breaker.current_state
+
+    def _cooldown_left(self) -> float:
+        """Seconds until the open circuit lets a probe through (0 when not open)."""
+        opened_at = self._opened.opened_at
+        if self.breaker.current_state != pybreaker.STATE_OPEN or opened_at is None:
+            return 0.0
+        return self.breaker.reset_timeout - (datetime.now(UTC) - opened_at).total_seconds()
+
+    def cooling_down(self) -> bool:
+        """Whether the circuit is open and its cool-down not over."""
+        return self._cooldown_left() > 0
+
+    def retry_after(self) -> int:
+        """Seconds until the open circuit lets a probe through (at least 1)."""
+        return max(1, math.ceil(self._cooldown_left()))
+
+
 class WeChatClient:
     """Client for one mini-program's WeChat server API.
 
@@ -166,17 +232,20 @@ class WeChatClient:
         secret: its AppSecret; used in query strings only, never in messages or repr().
         base_url: API base, ``https://api.weixin.qq.com`` unless an emulator is used.
         timeout: seconds for connecting and for reading one answer.
+        deadline: seconds one API call may take in all: waiting for a slot, a second
+            connection attempt, errcode -1 retries (default: 2 × `timeout`).
         busy_retries: extra attempts when WeChat answers errcode -1 (system busy).
         busy_backoff: seconds before the first retry; doubles each time.
         http: the transport: an object with urllib3's ``request(method, url, body=, headers=,
             timeout=, redirect=)`` answering ``.status``, ``.headers`` and ``.data`` (bytes),
             such as the in-process emulator's `WSGITransport`; a pooled
             ``urllib3.PoolManager`` is made when omitted.
-        pool_maxsize: connections kept alive to WeChat per client.
         proxy: an HTTP(S) proxy URL for calls to WeChat (``WECHAT_PROXY``); environment
             variables such as ``HTTPS_PROXY`` are not read.
+        guard: the process's `Guard` (calls in flight, circuit breaker); one of its own
+            when omitted.
 
-    The client is thread-safe for use from the request threads of one process.
+    The client is thread-safe (and greenlet-safe under gevent's monkey-patching).
     """
 
     def __init__(
@@ -186,25 +255,27 @@ class WeChatClient:
         *,
         base_url: str = DEFAULT_API_BASE,
         timeout: float = 5.0,
+        deadline: float | None = None,
         busy_retries: int = 2,
         busy_backoff: float = 0.1,
         http: Any = None,
-        pool_maxsize: int = 32,
         proxy: str | None = None,
+        guard: Guard | None = None,
     ):
         self.appid = appid
         self._secret = secret
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.deadline = deadline if deadline is not None else 2 * timeout
         self.busy_retries = busy_retries
         self.busy_backoff = busy_backoff
+        self.guard = guard or Guard()
         if http is None:
-            # Retry refused connections once; never re-send after a read error (codes are
-            # single-use), and let read timeouts surface as timeouts. No environment proxies:
-            # an egress proxy is given explicitly (WECHAT_PROXY).
-            retry = Retry(total=1, connect=1, read=False, status=0, other=False, redirect=0,
-                          backoff_factor=0.05)
-            pool = dict(maxsize=pool_maxsize, retries=retry, block=False)
+            # No retries inside urllib3: a refused connection is tried once more by `_call`,
+            # within the deadline; a read error is never re-sent (codes are single-use). No
+            # environment proxies: an egress proxy is given explicitly (WECHAT_PROXY).
+            # Kept-alive connections: as many as calls may be in flight.
+            pool = dict(maxsize=self.guard.max_calls, retries=False, block=False)
             http = urllib3.ProxyManager(proxy, **pool) if proxy else urllib3.PoolManager(**pool)
         self._http = http
 
@@ -348,21 +419,57 @@ class WeChatClient:
         self, method: str, path: str, *, params: dict[str, Any],
         json_body: dict[str, Any] | None = None, secrets: tuple[str, ...] = ()
     ) -> dict[str, Any]:
-        """One API call with the errcode -1 retry loop; returns the decoded JSON object."""
-        attempt = 0
+        """One API call within `deadline`: a slot, the circuit breaker, one more connection
+        attempt when the first is refused, the errcode -1 retries; returns the JSON object.
+
+        Raises:
+            WeChatUnavailable when no slot frees up in time or the circuit is open; the
+            errors of `_call_once` otherwise.
+        """
+        deadline = time.monotonic() + self.deadline
+        guard = self.guard
+        if guard.cooling_down():  # fail fast, without waiting for a slot
+            raise WeChatUnavailable("WeChat is failing: calls are paused (circuit open)",
+                                    guard.retry_after())
+        if not guard.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise WeChatUnavailable(f"{guard.max_calls} calls to WeChat already in flight", 1)
+        try:
+            with guard.breaker.calling():  # one call, one success or failure for the breaker
+                return self._attempts(method, path, params, json_body, secrets, deadline)
+        except pybreaker.CircuitBreakerError:
+            raise WeChatUnavailable("WeChat is failing: calls are paused (circuit open)",
+                                    guard.retry_after()) from None
+        finally:
+            guard.slots.release()
+
+    def _attempts(self, method: str, path: str, params: dict[str, Any],
+                  json_body: dict[str, Any] | None, secrets: tuple[str, ...],
+                  deadline: float) -> dict[str, Any]:
+        """`_call_once` until `deadline`: once more when the connection was refused, and
+        `busy_retries` more times after errcode -1 (with backoff)."""
+        busy = connect = 0
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WeChatTimeout(f"WeChat did not answer {path} within {self.deadline} s")
             try:
                 return self._call_once(method, path, params=params, json_body=json_body,
-                                       secrets=secrets)
+                                       secrets=secrets, remaining=remaining)
+            except _Refused:
+                if connect >= 1:
+                    raise WeChatUnreachable(f"could not connect to WeChat for {path} "
+                                            "(refused)") from None
+                connect += 1
             except WeChatBusy:
-                if attempt >= self.busy_retries:
+                if busy >= self.busy_retries:
                     raise
-                time.sleep(self.busy_backoff * (2**attempt))
-                attempt += 1
+                time.sleep(min(self.busy_backoff * (2**busy),
+                               max(0.0, deadline - time.monotonic())))
+                busy += 1
 
     def _call_once(
         self, method: str, path: str, *, params: dict[str, Any],
-        json_body: dict[str, Any] | None, secrets: tuple[str, ...]
+        json_body: dict[str, Any] | None, secrets: tuple[str, ...], remaining: float
     ) -> dict[str, Any]:
         url = f"{self.base_url}{path}?{urlencode(params)}" if params else self.base_url + path
         body, headers = None, None
@@ -370,14 +477,19 @@ class WeChatClient:
             body = json.dumps(json_body, ensure_ascii=False).encode()
             headers = {"Content-Type": "application/json"}
         try:
+            timeout = Timeout(connect=min(self.timeout, remaining), read=self.timeout,
+                              total=remaining)
             response = self._http.request(method, url, body=body, headers=headers,
-                                          timeout=self.timeout, redirect=False)
+                                          timeout=timeout, redirect=False)
         except (HTTPError, OSError) as exc:  # (urllib3's timeouts and MaxRetryError included)
             reason = exc.reason if isinstance(exc, MaxRetryError) else exc
             # (urllib3's NewConnectionError, a refused connection, subclasses its timeout)
             if (isinstance(reason, (Urllib3Timeout, TimeoutError))
                     and not isinstance(reason, NewConnectionError)):
-                raise WeChatTimeout(f"WeChat did not answer {path} within {self.timeout} s") from None
+                raise WeChatTimeout(f"WeChat did not answer {path} within "
+                                    f"{min(self.timeout, remaining):.3g} s") from None
+            if isinstance(reason, (NewConnectionError, ConnectionRefusedError)):
+                raise _Refused() from None
             kind = type(reason).__name__
             raise WeChatUnreachable(f"could not connect to WeChat for {path} ({kind})") from None
         if response.status != 200:
