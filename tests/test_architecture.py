@@ -28,23 +28,25 @@ def test_the_contracts_are_kept():
     assert "0 broken" in result.stdout
 
 
-def test_a_service_importing_from_web_breaks_the_contract(tmp_path):
+def lint_with_added_import(tmp_path, module: str, line: str) -> subprocess.CompletedProcess:
+    """lint-imports on a copy of the package where `module` (a path in wxauth/) gained
+    `line`."""
     shutil.copytree(PACKAGE, tmp_path / "wxauth", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".importlinter", tmp_path)
-    login = tmp_path / "wxauth" / "services" / "login.py"
-    login.write_text(login.read_text() + "\nfrom ..web import security  # noqa: E402,F401\n")
-    result = lint_imports(tmp_path)
+    changed = tmp_path / "wxauth" / module
+    changed.write_text(changed.read_text() + f"\n{line}  # noqa: E402,F401\n")
+    return lint_imports(tmp_path)
+
+
+def test_a_service_importing_from_web_breaks_the_contract(tmp_path):
+    result = lint_with_added_import(tmp_path, "services/login.py", "from ..web import security")
     assert result.returncode != 0, result.stdout
     assert "BROKEN" in result.stdout
     assert "wxauth.services.login -> wxauth.web.security" in result.stdout
 
 
 def test_a_blueprint_importing_another_breaks_the_contract(tmp_path):
-    shutil.copytree(PACKAGE, tmp_path / "wxauth", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / ".importlinter", tmp_path)
-    profile = tmp_path / "wxauth" / "web" / "profile.py"
-    profile.write_text(profile.read_text() + "\nfrom .auth import blp as _  # noqa: E402,F401\n")
-    result = lint_imports(tmp_path)
+    result = lint_with_added_import(tmp_path, "web/profile.py", "from .auth import blp as _")
     assert result.returncode != 0, result.stdout
     assert "wxauth.web.profile -> wxauth.web.auth" in result.stdout
 

@@ -53,6 +53,17 @@ def outage(response, status: int, code: str, *, within: float, took: float) -> d
     return body
 
 
+def every_endpoint(server, body: dict, code: str | None = None) -> dict:
+    """A call per kind of endpoint for a logged-in user (`body`: the login's answer)."""
+    return {
+        "login": lambda: server.post("/auth/login", json={"code": code or "x"}),
+        "profile": lambda: server.get("/profile", token=body["access_token"]),
+        "refresh": lambda: server.post("/auth/refresh", token=body["refresh_token"]),
+        "logout": lambda: server.post("/auth/logout", token=body["access_token"]),
+        "healthz": lambda: server.get("/healthz"),
+    }
+
+
 def timed(call):
     started = time.monotonic()
     response = call()
@@ -151,20 +162,13 @@ def redis_server():
 
 def test_redis_down_is_503_store_unavailable_then_recovers(live, redis_server, capsys):
     """Redis killed: login (rate limit), GET /profile and refresh (revocation check: fail
-    closed, no token accepted unchecked), logout and /healthz answer 503 store_unavailable
+    closed, no token accepted unchecked), logout and /healthz all answer 503 store_unavailable
     with Retry-After; no 500, no traceback. Redis back: served again, no restart."""
     server = live(REDIS_URL=redis_server.url, REDIS_TIMEOUT=1.0)
     body = server.login("o-redis")
-    token, refresh = body["access_token"], body["refresh_token"]
+    token = body["access_token"]
     redis_server.stop()  # SIGKILL
-    calls = {
-        "login": lambda: server.post("/auth/login", json={"code": "x"}),
-        "profile": lambda: server.get("/profile", token=token),
-        "refresh": lambda: server.post("/auth/refresh", token=refresh),
-        "logout": lambda: server.post("/auth/logout", token=token),
-        "healthz": lambda: server.get("/healthz"),
-    }
-    for name, call in calls.items():
+    for call in every_endpoint(server, body).values():
         response, took = timed(call)
         outage(response, 503, "store_unavailable", within=3.0, took=took)
     text = logged(capsys)
@@ -207,17 +211,11 @@ def test_postgres_down_is_503_database_unavailable_then_recovers(live, postgres,
     with Relay(postgres.address) as relay:
         server = live(SQLALCHEMY_DATABASE_URI=relay.rewrite(postgres.url), DB_CONNECT_TIMEOUT=2)
         body = server.login("o-pg")
-        token, refresh = body["access_token"], body["refresh_token"]
+        token = body["access_token"]
         relay.mode = "refuse"
         relay.drop_connections()
-        code = server.emulator.mint("o-pg")["code"]
-        calls = {
-            "login": lambda: server.post("/auth/login", json={"code": code}),
-            "profile": lambda: server.get("/profile", token=token),
-            "refresh": lambda: server.post("/auth/refresh", token=refresh),
-            "healthz": lambda: server.get("/healthz"),
-        }
-        for name, call in calls.items():
+        calls = every_endpoint(server, body, server.emulator.mint("o-pg")["code"])
+        for call in calls.values():
             response, took = timed(call)
             outage(response, 503, "database_unavailable", within=3.0, took=took)
         text = logged(capsys)
