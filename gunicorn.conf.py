@@ -35,6 +35,9 @@ timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "").strip() or None
+# gunicorn ≥ 27's control socket is one path per user ($HOME/.gunicorn/gunicorn.ctl): every
+# master rebinds it and removes it on exit, also from under another instance. Unused here.
+control_socket_disable = True
 
 
 def when_ready(server):

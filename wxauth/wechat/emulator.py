@@ -46,6 +46,17 @@ Developer endpoints (not WeChat's), under ``/dev``; JSON bodies, answers JSON:
     ``{"token_fetches", "stable_token_fetches", "api_calls"}`` counters.
 ``GET /dev/users/<openid>?appid=``
     ``{"openid", "unionid", "session_key"}`` — the emulated user's current state.
+``POST /dev/faults`` ``{"hang"?, "delay"?}``
+    Faults of the whole emulator, for every WeChat API above (not the ``/dev`` endpoints),
+    until changed again (the same as ``Emulator.set_faults``) → the faults now in force,
+    as ``GET`` answers them. ``hang`` (true): every call blocks without answering, as a
+    stalled WeChat does, until ``hang`` is switched off (then it answers normally; at most
+    HANG_LIMIT seconds, then it answers anyway, so no thread waits forever); ``delay``
+    (seconds, 0 = off): wait that long before every answer (on top of a code's own
+    ``delay``). A key left out keeps its value.
+``GET /dev/faults``
+    ``{"hang", "delay", "pending"}``: the faults in force, and how many WeChat API calls
+    have arrived and not been answered yet (held by ``hang``, waiting out a delay, working).
 """
 
 from __future__ import annotations
@@ -74,6 +85,10 @@ from . import crypto, jsontext
 DEFAULT_APPID = "wx00000000emulator"
 CODE_TTL = 300  # seconds a login code stays valid
 RATE_LIMIT = 100  # code exchanges per user per minute (errcode 45011 beyond)
+HANG_LIMIT = 300.0  # seconds at most that a call waits under the "hang" fault
+# The endpoints that are WeChat's (the emulator-wide faults apply to them), not /dev ones.
+WECHAT_ENDPOINTS = frozenset({"jscode2session", "stable_token", "token", "phone",
+                              "checksession", "msg_sec_check"})
 
 
 @dataclass
@@ -191,6 +206,15 @@ class _ServerAPIHandlers:
         with self._lock:
             return _json(dict(self.stats))
 
+    def _on_faults(self, request):
+        if request.method == "GET":
+            return _json(self.faults())
+        body = _body(request)
+        try:
+            return _json(self.set_faults(**{k: body[k] for k in ("hang", "delay") if k in body}))
+        except (ValueError, TypeError) as exc:
+            return _json({"error": str(exc)}, status=400)
+
 
 class Emulator(_ServerAPIHandlers):
     """In-memory WeChat state plus the WSGI app serving it.
@@ -211,6 +235,12 @@ class Emulator(_ServerAPIHandlers):
         self._stable: dict[str, str] = {}  # appid → current stable token
         self._classic: dict[str, str] = {}  # appid → current classic token
         self.stats = {"token_fetches": 0, "stable_token_fetches": 0, "api_calls": 0}
+        # Emulator-wide faults (set_faults); a Condition of its own, so that calls held by
+        # `hang` wait on it without holding or contending for `_lock`.
+        self._faults_changed = threading.Condition()
+        self._hang = False
+        self._delay = 0.0
+        self._pending = 0  # WeChat API calls arrived and not answered yet
         self._url_map = Map(
             [
                 Rule("/sns/jscode2session", endpoint="jscode2session", methods=["GET"]),
@@ -225,8 +255,54 @@ class Emulator(_ServerAPIHandlers):
                 Rule("/dev/code", endpoint="mint_code", methods=["POST"]),
                 Rule("/dev/encrypt", endpoint="encrypt", methods=["POST"]),
                 Rule("/dev/users/<openid>", endpoint="user", methods=["GET"]),
+                Rule("/dev/faults", endpoint="faults", methods=["GET", "POST"]),
             ]
         )
+
+    # -- emulator-wide faults ----------------------------------------------------------------
+
+    def set_faults(self, *, hang: bool | None = None,
+                   delay: float | None = None) -> dict[str, Any]:
+        """Set the faults every WeChat API call meets (see ``POST /dev/faults``); None keeps
+        a value. Switching `hang` off releases the calls it holds at once. Returns
+        `faults()`."""
+        if hang is not None and not isinstance(hang, bool):
+            raise TypeError("hang must be true or false")
+        if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+                raise TypeError("delay must be a number of seconds")
+            if not 0 <= delay <= HANG_LIMIT:
+                raise ValueError(f"delay must be between 0 and {HANG_LIMIT:g} seconds")
+        with self._faults_changed:
+            if hang is not None:
+                self._hang = hang
+            if delay is not None:
+                self._delay = float(delay)
+            self._faults_changed.notify_all()
+        return self.faults()
+
+    def faults(self) -> dict[str, Any]:
+        """``{"hang", "delay", "pending"}``: the faults in force, and the WeChat API calls
+        arrived and not answered yet."""
+        with self._faults_changed:
+            return {"hang": self._hang, "delay": self._delay, "pending": self._pending}
+
+    def _answer_wechat(self, handler, request: Request, values: dict[str, Any]) -> Response:
+        """Call a WeChat API handler after the emulator-wide faults: wait while `hang` is on
+        (HANG_LIMIT at most), then `delay` seconds; counted in `pending` meanwhile."""
+        with self._faults_changed:
+            self._pending += 1
+        try:
+            with self._faults_changed:
+                if self._hang:
+                    self._faults_changed.wait_for(lambda: not self._hang, timeout=HANG_LIMIT)
+                delay = self._delay
+            if delay:
+                time.sleep(delay)
+            return handler(request, **values)
+        finally:
+            with self._faults_changed:
+                self._pending -= 1
 
     # -- state -----------------------------------------------------------------------------
 
@@ -462,7 +538,11 @@ class Emulator(_ServerAPIHandlers):
         request = Request(environ)
         try:
             endpoint, values = self._url_map.bind_to_environ(environ).match()
-            response = getattr(self, "_on_" + endpoint)(request, **values)
+            handler = getattr(self, "_on_" + endpoint)
+            if endpoint in WECHAT_ENDPOINTS:
+                response = self._answer_wechat(handler, request, values)
+            else:
+                response = handler(request, **values)
         except HTTPException as exc:
             response = _json({"errcode": 404 if exc.code == 404 else 400, "errmsg": exc.name},
                              status=exc.code or 400)
