@@ -22,6 +22,7 @@ import math
 import os
 import re
 import secrets
+import sys
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,7 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
     SQLite file there.
 
     Adds: ``WECHAT_APP_SETTINGS`` (appid → settings, see `parse_apps`), ``WECHAT_EMULATOR``,
-    ``TRUSTED_PROXY_NETWORKS``, ``RATELIMIT_STORAGE_URI``, ``RATELIMIT_KEY_PREFIX`` and the
+    ``TRUSTED_PROXY_NETWORKS``, ``DB_CLIENT_DEADLINE``, ``RATELIMIT_STORAGE_URI``, ``RATELIMIT_KEY_PREFIX`` and the
     engine options in ``SQLALCHEMY_ENGINE_OPTIONS``.
 
     Raises:
@@ -251,8 +252,12 @@ def _database(cfg: MutableMapping[str, Any], instance_path: str) -> None:
     connect_args = options["connect_args"] = dict(options.get("connect_args") or {})
     if backend == "sqlite":
         connect_args.setdefault("timeout", 30)
-    else:
-        # (no pool_pre_ping: infra.database pings on checkout, within DB_STATEMENT_TIMEOUT)
+    # PostgreSQL under gevent gets a client-side deadline on every statement (libpq has no
+    # read timeout): infra.database then pings pooled connections itself, within it, since
+    # SQLAlchemy's pre-ping cannot be bounded.
+    cfg["DB_CLIENT_DEADLINE"] = backend == "postgresql" and _gevent_patched()
+    if backend != "sqlite":
+        options.setdefault("pool_pre_ping", not cfg["DB_CLIENT_DEADLINE"])
         options.setdefault("pool_recycle", cfg["DB_POOL_RECYCLE"])
         options.setdefault("pool_size", cfg["DB_POOL_SIZE"])
         options.setdefault("max_overflow", cfg["DB_MAX_OVERFLOW"])
@@ -272,6 +277,12 @@ def _database(cfg: MutableMapping[str, Any], instance_path: str) -> None:
         url = url.update_query_dict({"charset": "utf8mb4"})
         cfg["SQLALCHEMY_DATABASE_URI"] = url.render_as_string(hide_password=False)
     cfg["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def _gevent_patched() -> bool:
+    """Whether gevent has patched the standard library (gunicorn's gevent workers)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("socket")
 
 
 def parse_networks(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -87,7 +87,8 @@ def register_extensions(app: Flask) -> None:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     with app.app_context():
-        database.tune(db.engine, app.config["DB_STATEMENT_TIMEOUT"])
+        database.tune(db.engine, app.config["DB_STATEMENT_TIMEOUT"]
+                      if app.config["DB_CLIENT_DEADLINE"] else None)
 
 
 def register_migrations(app: Flask) -> None:

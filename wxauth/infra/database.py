@@ -1,14 +1,15 @@
 """The database engine's behaviour when the server is slow, silent or gone.
 
 - SQLite: WAL journal and a busy timeout, so concurrent requests wait instead of failing.
-- PostgreSQL and MariaDB/MySQL: a connection taken from the pool is pinged first, within
-  the statement deadline; a dead one is replaced (the pool retries with a new connection),
-  so a restarted server is used again without a restart of ours.
-- PostgreSQL under gevent: every statement, and that ping, runs under a deadline
-  (`gevent.Timeout`). libpq has no client-side read timeout, so without it a server that
+- PostgreSQL and MariaDB/MySQL: a connection taken from the pool is pinged first
+  (SQLAlchemy's ``pool_pre_ping``); a dead one is replaced, so a restarted server is used
+  again without a restart of ours. MariaDB's driver (PyMySQL) bounds it, and every
+  statement, with its socket timeouts (``read_timeout``, see config.py).
+- PostgreSQL under gevent (``DB_CLIENT_DEADLINE``, decided in config.py): every statement
+  runs under a deadline (`gevent.Timeout`), and so does the checkout ping, done here instead
+  of SQLAlchemy's. libpq has no client-side read timeout, so without it a server that
   accepts connections but never answers would hold the request forever; the connection is
-  closed and the statement fails as a disconnect (503 ``database_unavailable``). MariaDB's
-  driver (PyMySQL) has socket timeouts of its own (``read_timeout``, see config.py). Outside
+  closed and the statement fails as a disconnect (503 ``database_unavailable``). Outside
   gevent (threads, the development server) PostgreSQL's own ``statement_timeout`` and
   ``connect_timeout`` still apply.
 """
@@ -25,19 +26,20 @@ from sqlalchemy.engine import Engine
 log = logging.getLogger(__name__)
 
 
-def tune(engine: Engine, statement_timeout: float) -> None:
-    """Install the behaviour above on `engine`; `statement_timeout` in seconds."""
+def tune(engine: Engine, deadline: float | None) -> None:
+    """Install the behaviour above on `engine`; `deadline`: seconds for each statement and
+    checkout ping (gevent only), None for none."""
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)
         return
-    postgres = engine.dialect.name == "postgresql"
-    timeout = statement_timeout if postgres and _gevent_patched() else None
+    if deadline is None:
+        return
     dbapi_error = engine.dialect.loaded_dbapi.OperationalError
 
     @event.listens_for(engine, "checkout")
     def _ping(dbapi_connection, _record, _proxy):
         try:
-            with _deadline(timeout, dbapi_connection):
+            with _deadline(deadline, dbapi_connection):
                 cursor = dbapi_connection.cursor()
                 try:
                     cursor.execute("SELECT 1")
@@ -47,16 +49,13 @@ def tune(engine: Engine, statement_timeout: float) -> None:
             log.info("database connection dropped at checkout: %s", type(error).__name__)
             raise exc.InvalidatePoolError() from None  # (a DisconnectionError)
 
-    if timeout is None:
-        return
-
     @event.listens_for(engine, "do_execute")
     def _execute(cursor, statement, parameters, _context):
         try:
-            with _deadline(timeout, cursor.connection):
+            with _deadline(deadline, cursor.connection):
                 cursor.execute(statement, parameters)
         except _Timeout:
-            raise dbapi_error(f"the database did not answer within {timeout} s") from None
+            raise dbapi_error(f"the database did not answer within {deadline} s") from None
         return True  # executed here
 
 
@@ -65,12 +64,9 @@ class _Timeout(Exception):
 
 
 @contextlib.contextmanager
-def _deadline(seconds: float | None, dbapi_connection) -> Iterator[None]:
-    """Interrupt the block after `seconds` (gevent only; None: no deadline) and close the
-    connection it was waiting on, which the pool then treats as a disconnect."""
-    if seconds is None:
-        yield
-        return
+def _deadline(seconds: float, dbapi_connection) -> Iterator[None]:
+    """Interrupt the block after `seconds` (gevent's Timeout) and close the connection it was
+    waiting on, which the pool then treats as a disconnect."""
     import gevent
 
     timer = gevent.Timeout(seconds, _Timeout)
@@ -83,14 +79,6 @@ def _deadline(seconds: float | None, dbapi_connection) -> Iterator[None]:
         raise
     finally:
         timer.close()
-
-
-def _gevent_patched() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return monkey.is_module_patched("socket")
 
 
 def _tune_sqlite(engine: Engine) -> None:
