@@ -32,7 +32,10 @@ from dotenv import load_dotenv
 from limits import parse_many
 from sqlalchemy.engine import make_url
 
+_BEFORE_DOTENV = frozenset(os.environ)
 load_dotenv()
+# the variables `.env` set (it never overrides the real environment)
+FROM_DOTENV = frozenset(os.environ) - _BEFORE_DOTENV
 
 
 class ConfigError(RuntimeError):
@@ -57,6 +60,28 @@ def env_number(name: str, default: float, kind: type = float) -> float:
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {raw!r}")
     return value
+
+
+def check_server_mode() -> None:
+    """Refuse development mode outside the flask CLI (`make run`, ``flask --app wsgi …``).
+
+    Development mode mounts the WeChat emulator, whose ``/_wechat/dev/code`` logs anyone in
+    as anyone, and generates keys: a leftover ``.env`` from ``make run`` must never switch it
+    on for gunicorn. ``WXAUTH_ALLOW_DEVELOPMENT=1`` serves it anyway (a demo host).
+
+    Raises:
+        ConfigError: FLASK_DEBUG is on and the process is not the flask CLI.
+    """
+    if os.environ.get("FLASK_RUN_FROM_CLI") == "true" or env_str("WXAUTH_ALLOW_DEVELOPMENT") == "1":
+        return
+    if (env_str("FLASK_DEBUG") or "0").lower() in ("0", "false", "no"):
+        return
+    source = "from .env" if "FLASK_DEBUG" in FROM_DOTENV else "in the environment"
+    raise ConfigError(
+        f"FLASK_DEBUG={env_str('FLASK_DEBUG')} {source}: development mode (the built-in WeChat "
+        "emulator, generated keys) is for `make run` only. Unset it (production reads no .env "
+        "you did not write: see README, Production), or set WXAUTH_ALLOW_DEVELOPMENT=1 to "
+        "serve development mode anyway")
 
 
 class Config:

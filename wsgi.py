@@ -2,10 +2,11 @@
 
 import sys
 
-from config import ConfigError
+from config import ConfigError, check_server_mode
 from wxauth import create_app
 
 try:
+    check_server_mode()  # a WSGI server never serves development mode by accident
     app = create_app()
 except ConfigError as exc:
     # One clear line instead of a traceback. Exit status 4 is gunicorn's "App failed to

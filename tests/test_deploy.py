@@ -5,6 +5,7 @@ production checks."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -162,3 +163,34 @@ def test_ci_fails_instead_of_skipping_when_a_service_is_down(tmp_path):
                              "tests/test_migrations.py"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "skipped" in result.stdout
+
+
+def test_gunicorn_refuses_development_mode_from_a_leftover_env_file(tmp_path, emulator):
+    """A folder where `make run` once wrote .env (FLASK_DEBUG=1): gunicorn must not serve
+    development mode (the emulator's /_wechat/dev/code logs anyone in as anyone). It stops
+    with one line naming the cause; WXAUTH_ALLOW_DEVELOPMENT=1 is the documented override."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("config.py", "wsgi.py", "gunicorn.conf.py"):
+        shutil.copy(ROOT / name, project)
+    shutil.copytree(ROOT / "wxauth", project / "wxauth",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".env.example", project / ".env")  # what `make run` writes
+    port = free_port()
+    env = environment(tmp_path, GUNICORN_BIND=f"127.0.0.1:{port}")
+    del env["FLASK_DEBUG"]  # as in a shell: only .env says anything about it
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "wsgi:app"], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "FLASK_DEBUG=1 from .env: development mode" in result.stderr, result.stderr
+    assert "WXAUTH_ALLOW_DEVELOPMENT=1" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+    env["WXAUTH_ALLOW_DEVELOPMENT"] = "1"  # a deliberate demo host: served, emulator and all
+    url = f"http://127.0.0.1:{port}"
+    server = Process(["gunicorn", "--chdir", str(project), "wsgi:app"], env, url,
+                     ready=("GET", "/openapi.json"))  # (the database is not migrated)
+    try:
+        assert requests.post(url + "/_wechat/dev/code", json={}, timeout=10).status_code == 200
+    finally:
+        server.stop()
