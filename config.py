@@ -124,7 +124,7 @@ class Config:
     DB_POOL_SIZE = env_number("DB_POOL_SIZE", 10, int)
     DB_MAX_OVERFLOW = env_number("DB_MAX_OVERFLOW", 10, int)
     DB_POOL_RECYCLE = env_number("DB_POOL_RECYCLE", 280, int)  # seconds
-    DB_POOL_TIMEOUT = env_number("DB_POOL_TIMEOUT", 5, int)  # seconds to wait for a connection
+    DB_POOL_TIMEOUT = env_number("DB_POOL_TIMEOUT", 10, int)  # seconds to wait for a connection
     # seconds to connect (PostgreSQL counts whole seconds, at least 2), and for one statement
     # to answer; a silent database answers 503 database_unavailable after them
     DB_CONNECT_TIMEOUT = env_number("DB_CONNECT_TIMEOUT", 3, int)
@@ -134,6 +134,9 @@ class Config:
     REDIS_URL = env_str("REDIS_URL")  # unset: in-process store, fine for one process only
     REDIS_PREFIX = env_str("REDIS_PREFIX", "wxauth:")
     REDIS_TIMEOUT = env_number("REDIS_TIMEOUT", 2.0)  # seconds to connect, and per command
+    # connections per worker (each of the store and the rate limit); more requests than that
+    # wait for one (up to REDIS_TIMEOUT) instead of failing
+    REDIS_MAX_CONNECTIONS = env_number("REDIS_MAX_CONNECTIONS", 50, int)
 
     # --- Secrets at rest -----------------------------------------------------------------
     # Fernet keys, comma-separated, newest first: session_key columns are encrypted with the

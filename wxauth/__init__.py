@@ -70,9 +70,11 @@ def register_state(app: Flask) -> None:
     cfg = app.config
     app.extensions[EXTENSION_KEY] = AppState(
         cipher=SessionKeyCipher.from_keys(cfg["SESSION_KEY_ENCRYPTION_KEY"]),
-        store=create_store(cfg["REDIS_URL"], cfg["REDIS_PREFIX"], timeout=cfg["REDIS_TIMEOUT"]),
+        store=create_store(cfg["REDIS_URL"], cfg["REDIS_PREFIX"], timeout=cfg["REDIS_TIMEOUT"],
+                           max_connections=cfg["REDIS_MAX_CONNECTIONS"]),
         login_rate_limit=RateLimit(cfg["LOGIN_RATE_LIMIT"], cfg["RATELIMIT_STORAGE_URI"],
-                                   "login", cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"]),
+                                   "login", cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"],
+                                   cfg["REDIS_MAX_CONNECTIONS"]),
         media=LocalStorage(cfg["MEDIA_ROOT"]))
     networks = cfg["TRUSTED_PROXY_NETWORKS"]
     if networks:

@@ -132,27 +132,41 @@ class MemoryStore(SharedStore):
         return True
 
 
+def redis_pool(url: str, *, timeout: float, max_connections: int, **options):
+    """A redis-py connection pool for `url` that waits for a free connection (up to
+    `timeout` seconds, then redis' ConnectionError) instead of failing at once: a gevent
+    worker runs hundreds of requests at a time, more than connections are worth having.
+    Each command is bounded by `timeout` (connecting, and waiting for the answer) and tried
+    once more on a fresh connection (a restarted Redis is used again at once)."""
+    from redis import BlockingConnectionPool  # only when Redis is used (its weight)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1), health_check_interval=30,
+        **options)
+
+
 class RedisStore(SharedStore):
     """Redis-backed store (redis-py); locks are redis-py's `Lock` (token-checked release).
 
-    Every command is bounded by `socket_timeout` seconds (connecting, and waiting for the answer)
-    and tried once more on a fresh connection (a restarted Redis is used again at once);
-    a failure raises StoreUnavailable, never redis-py's own exceptions.
+    Commands are bounded by `socket_timeout` seconds (see `redis_pool`; at most
+    `max_connections` per process); a failure raises StoreUnavailable, never redis-py's own
+    exceptions.
     """
 
     backend = "redis"
 
-    def __init__(self, url: str, prefix: str = "wxauth:", *, socket_timeout: float = 2.0):
+    def __init__(self, url: str, prefix: str = "wxauth:", *, socket_timeout: float = 2.0,
+                 max_connections: int = 100):
         import redis  # only when Redis is used: it weighs ~10 MB per worker
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         self._errors = redis.exceptions
         self.prefix = prefix
-        self.redis = redis.Redis.from_url(url, decode_responses=True,
-                                          socket_timeout=socket_timeout,
-                                          socket_connect_timeout=socket_timeout,
-                                          retry=Retry(NoBackoff(), 1), health_check_interval=30)
+        self.redis = redis.Redis(connection_pool=redis_pool(
+            url, timeout=socket_timeout, max_connections=max_connections,
+            decode_responses=True))
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -212,8 +226,8 @@ class RedisStore(SharedStore):
             return False
 
 
-def create_store(redis_url: str | None, prefix: str = "wxauth:", *,
-                 timeout: float = 2.0) -> SharedStore:
+def create_store(redis_url: str | None, prefix: str = "wxauth:", *, timeout: float = 2.0,
+                 max_connections: int = 100) -> SharedStore:
     """A RedisStore for `redis_url` (`timeout` in seconds), else a MemoryStore."""
-    return (RedisStore(redis_url, prefix, socket_timeout=timeout) if redis_url
-            else MemoryStore())
+    return (RedisStore(redis_url, prefix, socket_timeout=timeout,
+                       max_connections=max_connections) if redis_url else MemoryStore())

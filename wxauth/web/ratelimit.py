@@ -26,6 +26,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from ..errors import Problem
+from ..infra.store import redis_pool
 from ..state import state
 
 class RateLimit:
@@ -36,22 +37,20 @@ class RateLimit:
         storage_uri: ``redis://…`` (shared) or ``memory://`` (this process).
         scope: names the counters: ``<key_prefix>/<address>/<scope>``.
         key_prefix: e.g. ``REDIS_PREFIX`` + ``"ratelimit"``.
-        timeout: seconds to connect to Redis and per command.
+        timeout: seconds to connect to Redis, per command and to wait for a connection.
+        max_connections: Redis connections per process.
 
     Raises:
         ValueError: malformed `limits`.
     """
 
     def __init__(self, limits: str, storage_uri: str, scope: str, key_prefix: str = "",
-                 timeout: float = 2.0):
+                 timeout: float = 2.0, max_connections: int = 100):
         self.items = parse_many(limits)
         options = {}
-        if storage_uri.startswith(("redis://", "rediss://")):
-            from redis.backoff import NoBackoff  # (only with Redis, as the store)
-            from redis.retry import Retry
-
-            options = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
-                           retry=Retry(NoBackoff(), 1))
+        if storage_uri.startswith(("redis://", "rediss://")):  # bounded, waiting pool
+            options = dict(connection_pool=redis_pool(storage_uri, timeout=timeout,
+                                                      max_connections=max_connections))
         # wrap_exceptions: a Redis failure is limits' StorageError (503 store_unavailable)
         self.strategy = FixedWindowRateLimiter(
             storage_from_string(storage_uri, wrap_exceptions=True, **options))
