@@ -1,10 +1,14 @@
-"""The benchmarks still run (no timing asserted): bench/costs.py end to end, briefly."""
+"""The benchmarks still run (no timing asserted): bench/costs.py end to end and
+bench/run.py's latency scenario, briefly."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from helpers import ROOT, environment
 
@@ -31,3 +35,29 @@ def test_costs_script_prints_every_request_and_part(tmp_path):
         cells = line[len(layer):].split()
         assert len(cells) == 3 and all(re.fullmatch(r"-?\d+|-", c) for c in cells), line
     assert re.search(r"^the whole request\s+\d+\s+\d+\s+\d+$", result.stdout, re.M)
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (make bench installs it)")
+def test_latency_scenario_prints_every_row(tmp_path):
+    """bench/run.py's latency scenario, tiny (no timing asserted): every row, with numbers."""
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "latency",
+                             "--duration", "1", "--repeat", "1", "--latency-connections", "32",
+                             "--burst-connections", "64"], cwd=ROOT,
+                            env=environment(tmp_path), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "latency scenario" in result.stdout, result.stdout
+    number = r"(?:\d+(?:\.\d+)?|nan)"
+    for row in (r"POST /auth/login \(new users\) \[sqlite\]\s+0ms\s+32",
+                r"POST /auth/login \(new users\) \[sqlite\]\s+100ms\s+32",
+                r"POST /auth/login \(returning, pool of 500\) \[sqlite\]\s+0ms\s+32",
+                r"POST /auth/login \(returning, pool of 500\) \[sqlite\]\s+100ms\s+32",
+                r"POST /auth/login \(returning, pool of 500\), burst \[sqlite\]\s+0ms\s+64",
+                r"POST /auth/login \(returning, pool of 500\), burst \[sqlite\]\s+300ms\s+64",
+                r"GET /profile, no login pending \[sqlite\]\s+0ms\s+8",
+                r"GET /profile, WeChat stalled, logins pending \[sqlite\]\s+stall\s+8"):
+        # req/s, p50, p99 and errors after the connections; the verdict last
+        pattern = (rf"^{row}\s+{number}\s+{number}\s+{number}\s+\d+\s"
+                   r".*(met|MISSED: .*|\(reference\))$")
+        assert re.search(pattern, result.stdout, re.M), (row, result.stdout)
+    assert re.search(r"after the stalls \d+ logins were answered", result.stdout), result.stdout
