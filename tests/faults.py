@@ -643,7 +643,25 @@ class _RedisResources:
             self.tmpdir = None
 
 
-class PrivateRedis:
+class _PrivateServer:
+    """Shared by the private servers: `close()` (kill, remove the directory; idempotent) and
+    the context manager (start on enter, close on exit)."""
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class PrivateRedis(_PrivateServer):
     """A ``redis-server`` of the test's own on 127.0.0.1:<free port>, without persistence.
 
     ``PrivateRedis(*, port=None, startup_timeout=10.0, extra_args=())``
@@ -756,20 +774,6 @@ class PrivateRedis:
                 proc.wait()
         self._res.proc = None
 
-    def close(self) -> None:
-        """Kill the server and remove its directory (idempotent)."""
-        self._finalizer()
-
-    def __enter__(self) -> PrivateRedis:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<PrivateRedis {self.host}:{self.port} {'running' if self.running else 'stopped'}>"
 
@@ -846,7 +850,7 @@ class _PostgresResources:
             self.tmpdir = None
 
 
-class PrivatePostgres:
+class PrivatePostgres(_PrivateServer):
     """A PostgreSQL cluster of the test's own on 127.0.0.1:<free port>, with database `test`.
 
     ``PrivatePostgres(*, port=None, database="test", settings=None, startup_timeout=60.0)``
@@ -959,20 +963,6 @@ class PrivatePostgres:
         result = self._res.stop(mode, timeout)
         if result is not None and self._res.running:
             raise RuntimeError(f"pg_ctl stop -m {mode} failed:\n{result.stdout}{result.stderr}")
-
-    def close(self) -> None:
-        """Stop the server (immediate) and remove its directory (idempotent)."""
-        self._finalizer()
-
-    def __enter__(self) -> PrivatePostgres:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"<PrivatePostgres {self.host}:{self.port} "
