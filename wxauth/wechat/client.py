@@ -185,8 +185,9 @@ class Guard:
       deadline, else WeChatUnavailable (retry after 1 s).
     - A circuit breaker (pybreaker): after `failures` timeouts or connection failures in a
       row it opens, and calls fail at once with WeChatUnavailable (retry after the rest of
-      `cooldown` seconds); then one probe call goes through: success closes it, failure
-      opens it again. WeChat's errcodes and bad answers do not count: WeChat answered.
+      `cooldown` seconds); then calls go through again as probes (half-open): a success
+      closes it, a failure opens it again. WeChat's errcodes and bad answers do not count:
+      WeChat answered.
 
     Args:
         max_calls: calls to WeChat in flight at once in this process.
