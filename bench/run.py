@@ -649,14 +649,19 @@ def target_text(row: dict) -> str:
     return f">= {LATENCY_TARGET['ratio']} x, 0 err, p99 <= {LATENCY_TARGET['p99']:g}"
 
 
+def run_conditions(args, redis_url: str) -> str:
+    """What both tables ran under: run length, repeats, CPUs, Redis."""
+    return (f"{args.duration} s per run, medians of {args.repeat} alternations, "
+            f"{os.cpu_count()} CPUs, "
+            f"{'Redis ' + redis_url if redis_url else 'no Redis (in-process store)'}")
+
+
 def print_latency(rows: list[dict], args, redis_url: str) -> None:
     print(f"\nlatency scenario ({source_state()}): gunicorn.conf.py ({worker_class()}), "
           f"-w {args.workers}, WECHAT_TIMEOUT=WECHAT_DEADLINE={args.wechat_timeout:g} s, "
           "WeChat stand-in delayed\n(0ms: the same server's reference), "
           f"wrk -t 2 --timeout {args.wrk_timeout:g}s, "
-          f"{args.duration} s per run, medians of {args.repeat} alternations, "
-          f"{os.cpu_count()} CPUs, "
-          f"{'Redis ' + redis_url if redis_url else 'no Redis (in-process store)'}\n")
+          f"{run_conditions(args, redis_url)}\n")
     header = (f"{'scenario':62} {'WeChat':>6} {'conns':>5} {'ok/s':>7} {'p50 ms':>7} "
               f"{'p99 ms':>7} {'errors':>6} {'ratio':>5} {'accept':>6} {'conn/1k':>7} "
               f"{'RSS MB':>6} {'cpu us':>6} {'host%':>5} {'other%':>6}  {'target':34} verdict")
@@ -732,9 +737,7 @@ def scratch_postgres(url: str):
 def print_table(rows: list[dict], args, redis_url: str) -> None:
     print(f"\nwxauth benchmark: gunicorn.conf.py ({worker_class()}), -w {args.workers}, "
           f"wrk -c {args.connections}, "
-          f"{args.duration} s per run, medians of {args.repeat} alternations, "
-          f"{os.cpu_count()} CPUs, "
-          f"{'Redis ' + redis_url if redis_url else 'no Redis (in-process store)'}\n")
+          f"{run_conditions(args, redis_url)}\n")
     header = (f"{'scenario':48} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
               f"{'bare/s':>7} {'ratio':>6} {'conn/1k':>7} {'RSS MB':>6} {'cpu us':>6} "
               f"{'bare us':>7}")

@@ -644,8 +644,19 @@ class _RedisResources:
 
 
 class _PrivateServer:
-    """Shared by the private servers: `close()` (kill, remove the directory; idempotent) and
-    the context manager (start on enter, close on exit)."""
+    """Shared by the private servers: the server's log (`LOG_NAME` in its directory),
+    `close()` (kill, remove the directory; idempotent) and the context manager (start on
+    enter, close on exit)."""
+
+    LOG_NAME = ""
+
+    @property
+    def log_path(self) -> Path | None:
+        return Path(self._res.tmpdir) / self.LOG_NAME if self._res.tmpdir else None
+
+    def log(self) -> str:
+        """The server's output so far (all runs)."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def close(self) -> None:
         self._finalizer()
@@ -675,6 +686,8 @@ class PrivateRedis(_PrivateServer):
     gone. `start()` starts it again on the same port. `close()` stops it and removes the
     temporary directory. `url` is ``"redis://127.0.0.1:PORT/0"``.
     """
+
+    LOG_NAME = "redis.log"
 
     def __init__(self, *, port: int | None = None, startup_timeout: float = 10.0,
                  extra_args: tuple[str, ...] | list[str] = ()):
@@ -709,14 +722,6 @@ class PrivateRedis(_PrivateServer):
     @property
     def pid(self) -> int | None:
         return self._res.proc.pid if self.running else None
-
-    @property
-    def log_path(self) -> Path | None:
-        return Path(self._res.tmpdir) / "redis.log" if self._res.tmpdir else None
-
-    def log(self) -> str:
-        """The server's output so far (all runs)."""
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def start(self) -> PrivateRedis:
         """Start the server (on the same port as before, if it ran already) and wait until
@@ -879,6 +884,8 @@ class PrivatePostgres(_PrivateServer):
     `dsn` is the libpq one for ``psycopg.connect``, ``"postgresql://postgres@127.0.0.1:PORT/test"``.
     """
 
+    LOG_NAME = "postgres.log"
+
     def __init__(self, *, port: int | None = None, database: str = "test",
                  settings: dict[str, str] | None = None, startup_timeout: float = 60.0):
         bin_dir = _postgres_bin_dir()
@@ -921,14 +928,6 @@ class PrivatePostgres(_PrivateServer):
     @property
     def running(self) -> bool:
         return self._res.running
-
-    @property
-    def log_path(self) -> Path | None:
-        return Path(self._res.tmpdir) / "postgres.log" if self._res.tmpdir else None
-
-    def log(self) -> str:
-        """The server's log so far (all runs)."""
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def start(self) -> PrivatePostgres:
         """Start the server (creating the cluster and database on first use; same port as
@@ -983,9 +982,9 @@ class PrivatePostgres(_PrivateServer):
         self._res.tmpdir = tmpdir
         sockets = os.path.join(tmpdir, "sockets")
         os.mkdir(sockets, 0o700)
-        Path(tmpdir, "postgres.log").touch()
+        Path(tmpdir, self.LOG_NAME).touch()
         if self._owner is not None:
-            for path in (tmpdir, sockets, os.path.join(tmpdir, "postgres.log")):
+            for path in (tmpdir, sockets, os.path.join(tmpdir, self.LOG_NAME)):
                 os.chown(path, self._owner.pw_uid, self._owner.pw_gid)
             probe = subprocess.run(["test", "-w", tmpdir, "-a", "-x", tmpdir],
                                    user=self._owner.pw_uid, group=self._owner.pw_gid,
