@@ -23,14 +23,15 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from dotenv import load_dotenv
 from limits import parse_many
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 _BEFORE_DOTENV = frozenset(os.environ)
 load_dotenv()
@@ -39,7 +40,17 @@ FROM_DOTENV = frozenset(os.environ) - _BEFORE_DOTENV
 
 
 class ConfigError(RuntimeError):
-    """A setting is missing or malformed; the message names the variable."""
+    """Settings are missing or malformed: one line per problem in `problems` (the message
+    joins them), each naming its variable and what to write instead."""
+
+    def __init__(self, problems: str | Iterable[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# variable → (int or float, default): every setting read by `env_number`, checked by
+# `complete` in whatever mapping it ends up (the environment's text or an override)
+NUMBERS: dict[str, tuple[type, float]] = {}
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -48,17 +59,39 @@ def env_str(name: str, default: str | None = None) -> str | None:
     return value or default
 
 
-def env_number(name: str, default: float, kind: type = float) -> float:
-    """The variable parsed as `kind` (int or float); ConfigError when it is not a number >= 0."""
+def env_number(name: str, default: float, kind: type = float) -> float | str:
+    """The variable parsed as `kind` (int or float), or `default` when unset.
+
+    Never raises: a malformed value is kept as its text, and `complete` reports it with
+    every other problem (the setting's name must be the variable's name).
+    """
+    NUMBERS[name] = (kind, default)
     raw = env_str(name)
     if raw is None:
         return default
     try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+        return _number(name, raw, kind)
+    except ConfigError:
+        return raw
+
+
+def _number(name: str, value: Any, kind: type) -> float:
+    """`value` (a number, or its text) as a finite `kind` >= 0; ConfigError saying what to
+    write otherwise."""
+    kind_name = "a whole number" if kind is int else "a number"
+    default = NUMBERS.get(name, (kind, 1))[1]
+    example = int(default) if float(default).is_integer() else default
+    if isinstance(value, str):
+        try:
+            value = kind(value.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not {kind_name}: write a plain number, no "
+                              f"unit, e.g. {name}={example}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind is int and not isinstance(value, int)):
+        raise ConfigError(f"{name}={value!r} is not {kind_name}: e.g. {name}={example}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={value!r} must be {kind_name} >= 0, e.g. {name}={example}")
     return value
 
 
@@ -181,8 +214,17 @@ class Config:
 
 # --- validation and completion -----------------------------------------------------------
 
-_APPID = re.compile(r"[A-Za-z0-9_]{1,32}\Z")
+# A mini-program's AppID (小程序ID) as WeChat writes it: "wx" and 16 lowercase hex digits.
+APPID_SHAPE = re.compile(r"wx[0-9a-f]{16}\Z")
+APPID_EXAMPLE = "wx4f4bc4dec97d474b"  # WeChat's own sample appid
 
+# DATABASE_URL spellings → the drivers requirements.txt installs (psycopg 3, PyMySQL: both
+# cooperate with gevent's workers, unlike psycopg2 and mysqlclient)
+DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg",
+           "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql", "sqlite": "sqlite"}
+_DATABASE_EXAMPLES = ("postgresql://user:password@host/wxauth, "
+                      "mysql://user:password@host/wxauth or sqlite:////absolute/path/wxauth.db")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 JWT_KEY_FILE = "jwt-secret.key"
 SESSION_KEY_FILE = "session-key-encryption.key"
@@ -191,90 +233,155 @@ SESSION_KEY_FILE = "session-key-encryption.key"
 def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: bool) -> None:
     """Validate the settings and fill the gaps the mode allows, in place.
 
-    Production (`production`: neither ``FLASK_DEBUG`` nor ``TESTING``) fails fast with a
-    ConfigError naming the missing variable. Development fills the gaps: the built-in WeChat
-    emulator, a random JWT key and session_key encryption key kept in `instance_path`, a
-    SQLite file there.
+    Every problem is found before anything fails: production (`production`: neither
+    ``FLASK_DEBUG`` nor ``TESTING``) refuses missing settings, both modes malformed ones, all
+    of them in one ConfigError. Development fills the gaps: the built-in WeChat emulator, a
+    random JWT key and session_key encryption key kept in `instance_path`, a SQLite file there.
 
     Adds: ``WECHAT_APP_SETTINGS`` (appid → settings, see `parse_apps`), ``WECHAT_EMULATOR``,
-    ``TRUSTED_PROXY_NETWORKS``, ``DB_CLIENT_DEADLINE``, ``RATELIMIT_STORAGE_URI``, ``RATELIMIT_KEY_PREFIX`` and the
-    engine options in ``SQLALCHEMY_ENGINE_OPTIONS``.
+    ``TRUSTED_PROXY_NETWORKS``, ``DB_CLIENT_DEADLINE``, ``RATELIMIT_STORAGE_URI``,
+    ``RATELIMIT_KEY_PREFIX`` and the engine options in ``SQLALCHEMY_ENGINE_OPTIONS``; rewrites
+    ``SQLALCHEMY_DATABASE_URI`` to its driver (see `database_url`) and number settings given
+    as text to numbers.
 
     Raises:
-        ConfigError: a setting is missing (production) or malformed.
+        ConfigError: one line per missing (production) or malformed setting, each naming the
+            variable and what to write.
     """
-    _database(cfg, instance_path)
+    problems: list[str] = []
 
-    if not cfg.get("JWT_SECRET_KEY"):
+    def check(step: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return step(*args)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None
+
+    for name, (kind, default) in NUMBERS.items():
+        if name in cfg:
+            value = check(_number, name, cfg[name], kind)
+            cfg[name] = default if value is None else value  # the default lets the rest run
+
+    apps = check(parse_apps, cfg)
+    cfg["WECHAT_APP_SETTINGS"] = apps or {}
+    if apps == {}:
         if production:
-            raise ConfigError(
-                "JWT_SECRET_KEY is not set: production needs a signing key of 32+ random bytes"
-            )
-        cfg["JWT_SECRET_KEY"] = _instance_secret(instance_path, JWT_KEY_FILE, lambda: secrets.token_urlsafe(48))
-    elif production and len(cfg["JWT_SECRET_KEY"].encode()) < 32:
-        raise ConfigError("JWT_SECRET_KEY is shorter than 32 bytes: use 32+ random bytes")
+            problems.append(
+                "WECHAT_APPID is not set: production needs WECHAT_APPID and WECHAT_SECRET, or "
+                "WECHAT_APPS (set FLASK_DEBUG=1 for development with the built-in emulator)")
+        cfg["WECHAT_EMULATOR"] = True
+    else:
+        cfg.setdefault("WECHAT_EMULATOR", False)
+    for name, allowed in (("WECHAT_TOKEN_API", ("stable", "classic")),
+                          ("LOG_FORMAT", ("text", "json")),
+                          ("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))):
+        if cfg[name] not in allowed:
+            problems.append(f"{name}={cfg[name]!r} is not a choice: write one of "
+                            f"{', '.join(allowed)}")
 
-    if not cfg.get("SESSION_KEY_ENCRYPTION_KEY"):
-        if production:
-            raise ConfigError(
-                "SESSION_KEY_ENCRYPTION_KEY is not set: production needs a Fernet key, e.g. "
-                "python3 -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())'")
-        cfg["SESSION_KEY_ENCRYPTION_KEY"] = _instance_secret(
-            instance_path, SESSION_KEY_FILE, lambda: Fernet.generate_key().decode())
-    try:  # (the cipher itself is built by create_app, from this value)
-        keys = [Fernet(k.strip().encode()) for k in cfg["SESSION_KEY_ENCRYPTION_KEY"].split(",")
-                if k.strip()]
-    except (ValueError, TypeError):
-        keys = None
-    if not keys:
-        raise ConfigError("SESSION_KEY_ENCRYPTION_KEY is malformed: each key must be a Fernet "
-                          "key (urlsafe base64 of 32 bytes)")
-
-    if cfg["WECHAT_TOKEN_API"] not in ("stable", "classic"):
-        raise ConfigError(f"WECHAT_TOKEN_API must be stable or classic, got {cfg['WECHAT_TOKEN_API']!r}")
+    check(_database, cfg, instance_path)
+    check(_redis, cfg)
+    check(_jwt_key, cfg, instance_path, production)
+    check(_session_keys, cfg, instance_path, production)
     if not cfg.get("MEDIA_ROOT"):
         cfg["MEDIA_ROOT"] = str(Path(instance_path) / "media")
 
-    if cfg["LOG_FORMAT"] not in ("text", "json"):
-        raise ConfigError(f"LOG_FORMAT must be text or json, got {cfg['LOG_FORMAT']!r}")
-    if cfg["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {cfg['LOG_LEVEL']!r}")
-
     try:
         parse_many(cfg["LOGIN_RATE_LIMIT"])
-    except ValueError:
-        raise ConfigError(f"LOGIN_RATE_LIMIT is malformed: {cfg['LOGIN_RATE_LIMIT']!r} "
-                          "(e.g. '60 per minute' or '10/second; 1000/day')") from None
-    # The login rate limit counts with the rest of the shared state (see wxauth.web.ratelimit).
-    cfg.setdefault("RATELIMIT_STORAGE_URI", cfg.get("REDIS_URL") or "memory://")
+    except (ValueError, TypeError):
+        problems.append(f"LOGIN_RATE_LIMIT={cfg['LOGIN_RATE_LIMIT']!r} is malformed: write e.g. "
+                        "LOGIN_RATE_LIMIT='60 per minute' or '10/second; 1000/day'")
     cfg.setdefault("RATELIMIT_KEY_PREFIX", (cfg.get("REDIS_PREFIX") or "") + "ratelimit")
 
     try:
         cfg["TRUSTED_PROXY_NETWORKS"] = parse_networks(cfg.get("TRUSTED_PROXIES"))
     except ValueError as exc:
-        raise ConfigError(f"TRUSTED_PROXIES is malformed: {exc}") from None
+        problems.append(f"TRUSTED_PROXIES is malformed: {exc}: write addresses or networks "
+                        "separated by commas, e.g. TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8")
+        cfg["TRUSTED_PROXY_NETWORKS"] = ()
 
-    cfg["WECHAT_APP_SETTINGS"] = parse_apps(cfg)
-    if not cfg["WECHAT_APP_SETTINGS"]:
+    if problems:
+        raise ConfigError(problems)
+
+
+def _jwt_key(cfg: MutableMapping[str, Any], instance_path: str, production: bool) -> None:
+    if not cfg.get("JWT_SECRET_KEY"):
         if production:
             raise ConfigError(
-                "WECHAT_APPID is not set: production needs WECHAT_APPID and WECHAT_SECRET, or "
-                "WECHAT_APPS (set FLASK_DEBUG=1 for development with the built-in emulator)"
-            )
-        cfg["WECHAT_EMULATOR"] = True
-    else:
-        cfg.setdefault("WECHAT_EMULATOR", False)
+                "JWT_SECRET_KEY is not set: production needs a signing key of 32+ random bytes, "
+                "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
+        cfg["JWT_SECRET_KEY"] = _instance_secret(instance_path, JWT_KEY_FILE,
+                                                 lambda: secrets.token_urlsafe(48))
+    elif production and len(cfg["JWT_SECRET_KEY"].encode()) < 32:
+        raise ConfigError("JWT_SECRET_KEY is shorter than 32 bytes: use 32+ random bytes, e.g. "
+                          "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
+
+
+def _session_keys(cfg: MutableMapping[str, Any], instance_path: str, production: bool) -> None:
+    """(the cipher itself is built by create_app, from this value)"""
+    generate = ("python3 -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'")
+    if not cfg.get("SESSION_KEY_ENCRYPTION_KEY"):
+        if production:
+            raise ConfigError("SESSION_KEY_ENCRYPTION_KEY is not set: production needs a Fernet "
+                              f"key, e.g. {generate}")
+        cfg["SESSION_KEY_ENCRYPTION_KEY"] = _instance_secret(
+            instance_path, SESSION_KEY_FILE, lambda: Fernet.generate_key().decode())
+    try:
+        keys = [Fernet(k.strip().encode()) for k in cfg["SESSION_KEY_ENCRYPTION_KEY"].split(",")
+                if k.strip()]
+    except (ValueError, TypeError, AttributeError):
+        keys = None
+    if not keys:
+        raise ConfigError("SESSION_KEY_ENCRYPTION_KEY is malformed: each key must be a Fernet "
+                          f"key (urlsafe base64 of 32 bytes), e.g. {generate}")
+
+
+def _redact(url: str) -> str:
+    """`url` with the password of ``scheme://user:password@`` replaced by ``***``."""
+    return re.sub(r"^([^/]*//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def database_url(value: str) -> URL:
+    """DATABASE_URL as the SQLAlchemy URL wxauth connects with.
+
+    ``postgres://`` and ``postgresql://`` take psycopg 3 (``postgresql+psycopg://``),
+    ``mysql://`` and ``mariadb://`` PyMySQL (``mysql+pymysql://``, ``mariadb+pymysql://``);
+    those spelled out already and ``sqlite:///…`` are kept.
+
+    Raises:
+        ConfigError: the URL is malformed, of another database, names another driver, or its
+            driver is not installed; the message says what to write.
+    """
+    shown = _redact(value)
+    try:
+        url = make_url(value)
+    except Exception:  # SQLAlchemy's ArgumentError, or ValueError for a bad port
+        raise ConfigError(f"DATABASE_URL={shown!r} is not a database URL: write e.g. "
+                          f"{_DATABASE_EXAMPLES}") from None
+    backend = url.get_backend_name()
+    driver = DRIVERS.get(backend)
+    if driver is None:
+        raise ConfigError(f"DATABASE_URL={shown!r}: wxauth runs on PostgreSQL, MySQL/MariaDB or "
+                          f"SQLite, not {backend}: write e.g. {_DATABASE_EXAMPLES}")
+    fixed = url.set(drivername=driver)
+    if url.drivername not in (backend, driver, "sqlite+pysqlite"):  # another driver
+        raise ConfigError(f"DATABASE_URL={shown!r}: wxauth connects with {driver}, not "
+                          f"{url.drivername}: write {fixed.render_as_string()}")
+    try:
+        fixed.get_dialect().import_dbapi()
+    except ImportError as exc:
+        raise ConfigError(f"DATABASE_URL: {driver} needs the {exc.name} package, which is not "
+                          "installed: pip install -r requirements.txt") from None
+    return fixed
 
 
 def _database(cfg: MutableMapping[str, Any], instance_path: str) -> None:
-    """Default SQLite file; pool and charset options per backend."""
+    """Default SQLite file; the URL's driver (`database_url`); pool and charset options per
+    backend."""
     if not cfg.get("SQLALCHEMY_DATABASE_URI"):
         cfg["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + str(Path(instance_path) / "wxauth.db")
-    try:
-        url = make_url(cfg["SQLALCHEMY_DATABASE_URI"])
-    except Exception:
-        raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
+    url = database_url(str(cfg["SQLALCHEMY_DATABASE_URI"]))
     options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     backend = url.get_backend_name()
     connect_args = options["connect_args"] = dict(options.get("connect_args") or {})
@@ -300,11 +407,51 @@ def _database(cfg: MutableMapping[str, Any], instance_path: str) -> None:
         connect_args.setdefault("connect_timeout", max(1, int(cfg["DB_CONNECT_TIMEOUT"])))
         connect_args.setdefault("read_timeout", max(1, math.ceil(cfg["DB_STATEMENT_TIMEOUT"])))
         connect_args.setdefault("write_timeout", max(1, math.ceil(cfg["DB_STATEMENT_TIMEOUT"])))
-    if backend in ("mysql", "mariadb") and "charset" not in url.query:
         # utf8mb4, or emoji nicknames fail with "Incorrect string value"
+        charset = url.query.get("charset", "utf8mb4")
+        if charset != "utf8mb4":
+            raise ConfigError(f"DATABASE_URL: charset={charset} cannot store emoji nicknames: "
+                              "write charset=utf8mb4 (or leave it out)")
         url = url.update_query_dict({"charset": "utf8mb4"})
-        cfg["SQLALCHEMY_DATABASE_URI"] = url.render_as_string(hide_password=False)
+    cfg["SQLALCHEMY_DATABASE_URI"] = url.render_as_string(hide_password=False)
     cfg["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def redis_url(value: str) -> str:
+    """REDIS_URL checked with redis-py's own parser: ``redis://``, ``rediss://`` (TLS) or
+    ``unix://``; returns the URL the login rate limit (limits) takes for it
+    (``redis+unix://`` for a socket).
+
+    Raises:
+        ConfigError: what to write instead, e.g. ``redis://localhost:6379/0`` for
+            ``localhost:6379``.
+    """
+    from redis.connection import parse_url  # only when Redis is used (its weight)
+
+    shown = _redact(value)
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ConfigError(f"REDIS_URL={shown!r} has no scheme: write REDIS_URL=redis://"
+                          f"{shown}{'' if '/' in value else '/0'}")
+    if scheme.lower() not in _REDIS_SCHEMES:
+        raise ConfigError(f"REDIS_URL={shown!r}: {scheme}:// is not Redis: write "
+                          "redis://host:6379/0, rediss://host:6379/0 (TLS) or "
+                          "unix:///path/to/redis.sock")
+    database = urlsplit(value).path.strip("/") if scheme.lower() != "unix" else "0"
+    try:
+        parse_url(value)
+        if database and not database.isdigit():
+            raise ValueError(f"database {database!r} is not a number")
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL={shown!r} is malformed ({exc}): write e.g. "
+                          "REDIS_URL=redis://host:6379/0") from None
+    return "redis+unix://" + rest if scheme.lower() == "unix" else value
+
+
+def _redis(cfg: MutableMapping[str, Any]) -> None:
+    """The login rate limit counts with the rest of the shared state (wxauth.web.ratelimit)."""
+    storage = redis_url(cfg["REDIS_URL"]) if cfg.get("REDIS_URL") else "memory://"
+    cfg.setdefault("RATELIMIT_STORAGE_URI", storage)
 
 
 def _gevent_patched() -> bool:
@@ -345,7 +492,13 @@ def _instance_secret(instance_path: str, filename: str, generate: Callable[[], s
 
 def parse_apps(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """appid → settings (``secret``, ``name``, ``content_check``, ``token_api``) from the
-    configuration; ConfigError naming the variable when malformed. Empty when none is set."""
+    configuration (``WECHAT_APPS``, else ``WECHAT_APPID`` and ``WECHAT_SECRET``). Empty when
+    none is set.
+
+    Raises:
+        ConfigError: one line per malformed entry (an appid not of `APPID_SHAPE`, no secret,
+            …), naming the variable.
+    """
     raw = cfg.get("WECHAT_APPS")
     if raw:
         if isinstance(raw, str):
@@ -360,24 +513,47 @@ def parse_apps(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
             except ValueError:
                 raise ConfigError("WECHAT_APPS is not valid JSON") from None
         if not isinstance(raw, dict) or not raw:
-            raise ConfigError("WECHAT_APPS must be a JSON object: appid → secret or settings")
-        apps = {}
+            raise ConfigError("WECHAT_APPS must be a JSON object: appid → secret or settings, "
+                              f'e.g. {{"{APPID_EXAMPLE}": "…"}}')
+        apps, problems = {}, []
         for appid, value in raw.items():
             settings = {"secret": value} if isinstance(value, str) else value
-            if not _APPID.match(str(appid)) or not isinstance(settings, dict):
-                raise ConfigError(f"WECHAT_APPS: entry {appid!r} is malformed")
-            if not isinstance(settings.get("secret"), str) or not settings["secret"]:
-                raise ConfigError(f"WECHAT_APPS: app {appid} has no secret")
-            if settings.get("token_api", "stable") not in ("stable", "classic"):
-                raise ConfigError(f"WECHAT_APPS: app {appid}: token_api must be stable or classic")
-            apps[appid] = app_settings(cfg, appid, **settings)
+            found = [appid_problem(f"WECHAT_APPS: appid {appid!r}", appid)]
+            if not isinstance(settings, dict):
+                found.append(f"WECHAT_APPS: entry {appid!r} is malformed: write \"{appid}\": "
+                             f'"secret" or "{appid}": {{"secret": "…", "name": "…"}}')
+            elif not isinstance(settings.get("secret"), str) or not settings["secret"]:
+                found.append(f"WECHAT_APPS: app {appid} has no secret")
+            elif settings.get("token_api", "stable") not in ("stable", "classic"):
+                found.append(f"WECHAT_APPS: app {appid}: token_api must be stable or classic")
+            found = [line for line in found if line]
+            problems += found
+            if not found:
+                apps[appid] = app_settings(cfg, appid, **settings)
+        if problems:
+            raise ConfigError(problems)
         return apps
     appid, secret = cfg.get("WECHAT_APPID"), cfg.get("WECHAT_SECRET")
-    if appid and not secret:
-        raise ConfigError("WECHAT_SECRET is not set (WECHAT_APPID is)")
     if not appid:
         return {}
+    problems = [appid_problem(f"WECHAT_APPID={appid!r}", appid),
+                None if secret else "WECHAT_SECRET is not set (WECHAT_APPID is)"]
+    if any(problems):
+        raise ConfigError([line for line in problems if line])
     return {appid: app_settings(cfg, appid, secret)}
+
+
+def appid_problem(label: str, appid: Any) -> str | None:
+    """None when `appid` has a mini-program appid's shape (`APPID_SHAPE`), else the problem,
+    starting with `label`. Lowercase only, as WeChat writes appids (in encryptedData's
+    watermark, for one): wxauth compares them as text and keys users by them."""
+    text = str(appid)
+    if APPID_SHAPE.match(text):
+        return None
+    if APPID_SHAPE.match(text.lower()):
+        return f"{label} must be lowercase, as WeChat writes it: write {text.lower()}"
+    return (f"{label} is not a mini-program appid (wx and 16 hex digits): write the "
+            f"AppID(小程序ID) the admin console shows, e.g. {APPID_EXAMPLE}")
 
 
 def app_settings(cfg: MutableMapping[str, Any], appid: str, secret: str, name: str | None = None,

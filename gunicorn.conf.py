@@ -17,12 +17,19 @@ itself. README, "When things fail" and Performance, has the measurements.
 
 import gc
 import os
+import subprocess
+import sys
+
+_PROBLEMS = []  # malformed GUNICORN_* numbers, reported by on_starting
 
 
 def _int(name, default, *fallbacks):
     for key in (name, *fallbacks):
-        if os.environ.get(key, "").strip():
-            return int(os.environ[key])
+        value = os.environ.get(key, "").strip()
+        if value:
+            if value.isdigit():
+                return int(value)
+            _PROBLEMS.append(f"{key}={value!r} is not a whole number: e.g. {key}={default}")
     return default
 
 
@@ -38,6 +45,31 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "").strip() or None
 # gunicorn ≥ 27's control socket is one path per user ($HOME/.gunicorn/gunicorn.ctl): every
 # master rebinds it and removes it on exit, also from under another instance. Unused here.
 control_socket_disable = True
+
+
+def on_starting(server):
+    """Check the settings before listening or booting a worker: load the app once in a
+    child process, as a worker would (the master itself imports none of it, so gevent
+    patches each worker before its first import). On a configuration error the child has
+    printed one line per problem; the master stops with its exit status (4), instead of
+    booting workers that die and a "Worker failed to boot" stop."""
+    for problem in _PROBLEMS:
+        print(f"wxauth: configuration error: {problem}", file=sys.stderr)
+    module = (getattr(server.app, "app_uri", None) or "").partition(":")[0]
+    status = 0
+    if module:
+        env = dict(os.environ)
+        if server.cfg.pythonpath:  # (gunicorn adds it to the master's sys.path)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [os.path.abspath(p) for p in server.cfg.pythonpath.split(",")]
+                + [env["PYTHONPATH"]] * bool(env.get("PYTHONPATH")))
+        status = subprocess.run(
+            [sys.executable, "-c", "import importlib, sys; importlib.import_module(sys.argv[1])",
+             module], env=env, check=False).returncode
+    if status or _PROBLEMS:
+        if server.pidfile is not None:
+            server.pidfile.unlink()
+        sys.exit(status or 4)
 
 
 def when_ready(server):

@@ -9,7 +9,8 @@ try:
     check_server_mode()  # a WSGI server never serves development mode by accident
     app = create_app()
 except ConfigError as exc:
-    # One clear line instead of a traceback. Exit status 4 is gunicorn's "App failed to
-    # load": the arbiter stops instead of respawning workers that cannot start.
-    print(f"wxauth: configuration error: {exc}", file=sys.stderr)
+    # One line per problem instead of a traceback. Exit status 4 is gunicorn's "App failed
+    # to load" (gunicorn.conf.py's on_starting stops the master on it before any worker).
+    for problem in exc.problems:
+        print(f"wxauth: configuration error: {problem}", file=sys.stderr)
     sys.exit(4)

@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="wxauth-bench-"))
-    appid, secret = "wxbench0000000000", secrets.token_hex(16)
+    appid, secret = "wxbe0c000000000000", secrets.token_hex(16)
     emulator_port = free_port()
     env = {**os.environ, "FLASK_DEBUG": "0", "WECHAT_APPID": appid, "WECHAT_SECRET": secret,
            "WECHAT_API_BASE": f"http://127.0.0.1:{emulator_port}",

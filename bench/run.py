@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from standin import session_key_for  # noqa: E402
 
-APPID = "wxbench0000000000"
+APPID = "wxbe0c000000000000"
 # wrk gives every thread its own Lua state with the same unseeded math.random: codes are
 # made unique with the thread's number (setup) and a per-run tag instead.
 LOGIN_LUA = """

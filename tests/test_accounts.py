@@ -230,8 +230,8 @@ def test_migration_gives_existing_users_accounts(app):
 
 @pytest.mark.parametrize("value,message", [
     ("{not json", "not valid JSON"),
-    ('{"wx1": {"name": "no secret"}}', "has no secret"),
-    ('["wx1"]', "must be a JSON object"),
+    ('{"wx1234567890abcdef": {"name": "no secret"}}', "has no secret"),
+    ('["wx1234567890abcdef"]', "must be a JSON object"),
     ("/nonexistent/apps.json", "cannot read"),
 ])
 def test_wechat_apps_errors_name_the_variable(app_config, value, message):

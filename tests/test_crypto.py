@@ -52,7 +52,7 @@ def test_sample_watermark_checks_with_a_settable_clock():
 
 def test_round_trip_with_cjk_and_emoji():
     key = base64.b64encode(bytes(range(16))).decode()
-    payload = {"nickName": "🐱小猫", "watermark": {"appid": "wxa", "timestamp": 1}}
+    payload = {"nickName": "🐱小猫", "watermark": {"appid": "wx1234567890abcdef", "timestamp": 1}}
     encrypted, iv = crypto.encrypt(key, payload)
     assert len(iv) == 16 and len(encrypted) % 16 == 0
     assert crypto.decrypt(key, encrypted, iv) == payload

@@ -34,7 +34,8 @@ class RateLimit:
 
     Args:
         limits: limits' notation, e.g. ``"60 per minute"`` or ``"10/second; 1000/day"``.
-        storage_uri: ``redis://…`` (shared) or ``memory://`` (this process).
+        storage_uri: ``redis://…``, ``rediss://…``, ``redis+unix://…`` (shared) or
+            ``memory://`` (this process).
         scope: names the counters: ``<key_prefix>/<address>/<scope>``.
         key_prefix: e.g. ``REDIS_PREFIX`` + ``"ratelimit"``.
         timeout: seconds to connect to Redis, per command and to wait for a connection.
@@ -48,9 +49,11 @@ class RateLimit:
                  timeout: float = 2.0, max_connections: int = 100):
         self.items = parse_many(limits)
         options = {}
-        if storage_uri.startswith(("redis://", "rediss://")):  # bounded, waiting pool
-            options = dict(connection_pool=redis_pool(storage_uri, timeout=timeout,
-                                                      max_connections=max_connections))
+        if storage_uri.startswith(("redis://", "rediss://", "redis+unix://")):  # bounded, waiting
+            # pool; redis+unix:// is limits' name for redis-py's unix://
+            options = dict(connection_pool=redis_pool(
+                storage_uri.replace("redis+unix://", "unix://", 1), timeout=timeout,
+                max_connections=max_connections))
         # wrap_exceptions: a Redis failure is limits' StorageError (503 store_unavailable)
         self.strategy = FixedWindowRateLimiter(
             storage_from_string(storage_uri, wrap_exceptions=True, **options))

@@ -82,7 +82,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import crypto, jsontext
 
-DEFAULT_APPID = "wx00000000emulator"
+DEFAULT_APPID = "wx00000000000000e1"
 CODE_TTL = 300  # seconds a login code stays valid
 RATE_LIMIT = 100  # code exchanges per user per minute (errcode 45011 beyond)
 HANG_LIMIT = 300.0  # seconds at most that a call waits under the "hang" fault
