@@ -338,8 +338,8 @@ def _session_keys(cfg: MutableMapping[str, Any], instance_path: str, production:
 
 
 def _redact(url: str) -> str:
-    """`url` with the password of ``scheme://user:password@`` replaced by ``***``."""
-    return re.sub(r"^([^/]*//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """`url` with the password of ``[scheme://]user:password@`` replaced by ``***``."""
+    return re.sub(r"^((?:[^/]*//)?[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def database_url(value: str) -> URL:

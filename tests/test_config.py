@@ -81,9 +81,10 @@ def test_a_malformed_number_in_the_environment_waits_for_complete(app_config, mo
 def test_secrets_are_never_in_the_report(app_config):
     problems = problems_of({**app_config,
                             "SQLALCHEMY_DATABASE_URI": "mysql+mysqldb://u:hunter2@db/wxauth",
-                            "REDIS_URL": "redis://:hunter2@redis:port/0"})
+                            "REDIS_URL": ":hunter2@redis.internal:6379"})
     assert len(problems) == 2 and "hunter2" not in "\n".join(problems), problems
     assert "write mysql+pymysql://u:***@db/wxauth" in problems[0]
+    assert "write REDIS_URL=redis://:***@redis.internal:6379/0" in problems[1]
 
 
 # --- real processes: gunicorn's master and the flask CLI ---------------------------------
