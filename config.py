@@ -4,7 +4,8 @@ validated here, in one place.
 Every setting is an environment variable of the same name. `wxauth.create_app(config)`
 starts from `Config`, applies the `config` mapping on top (so tests and embedding code never
 need to touch the environment), then calls `complete`, which validates the result and fills
-what the mode allows it to fill.
+what the mode allows it to fill. Reading never fails (`env_number` keeps a malformed value's
+text); `complete` reports every problem at once, one line each (`ConfigError.problems`).
 
 Which rules apply depends on the mode:
 - development (`FLASK_DEBUG=1`, or `TESTING`): missing WeChat credentials switch on the

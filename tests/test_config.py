@@ -4,10 +4,8 @@ master and the flask CLI stopping with those lines, not a traceback."""
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-from pathlib import Path
 
 import flask_migrate
 import pytest
