@@ -52,7 +52,7 @@ def on_starting(server):
     child process, as a worker would (the master itself imports none of it, so gevent
     patches each worker before its first import). On a configuration error the child has
     printed one line per problem; the master stops with its exit status (4), instead of
-    booting workers that die and a "Worker failed to boot" stop."""
+    booting workers that each print them, die, and stop the master ("App failed to load")."""
     for problem in _PROBLEMS:
         print(f"wxauth: configuration error: {problem}", file=sys.stderr)
     module = (getattr(server.app, "app_uri", None) or "").partition(":")[0]
@@ -60,9 +60,9 @@ def on_starting(server):
     if module:
         env = dict(os.environ)
         if server.cfg.pythonpath:  # (gunicorn adds it to the master's sys.path)
-            env["PYTHONPATH"] = os.pathsep.join(
-                [os.path.abspath(p) for p in server.cfg.pythonpath.split(",")]
-                + [env["PYTHONPATH"]] * bool(env.get("PYTHONPATH")))
+            extra = os.pathsep.join(os.path.abspath(p) for p in server.cfg.pythonpath.split(","))
+            env["PYTHONPATH"] = extra + (os.pathsep + env["PYTHONPATH"]
+                                         if env.get("PYTHONPATH") else "")
         status = subprocess.run(
             [sys.executable, "-c", "import importlib, sys; importlib.import_module(sys.argv[1])",
              module], env=env, check=False).returncode
