@@ -1,13 +1,16 @@
-# `make run`: a development server with the built-in WeChat emulator on http://127.0.0.1:$(PORT)
+# `make run`: a development server with the built-in WeChat emulator on http://$(HOST):$(PORT)
+#             (`make run HOST=0.0.0.0` listens on the LAN, for a phone or DevTools elsewhere)
 # `make test`: the architecture contracts (.importlinter), the whole test suite (SQLite; more
 #              databases with TEST_DATABASE_URLS), then the mini-program helper's tests with
 #              node when it is installed
+# `make messages`: extract the translatable strings, update and compile the Chinese catalogue
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 5000
+HOST   ?= 127.0.0.1
 BIN     = $(VENV)/bin
 
-.PHONY: run test install clean miniprogram-example bench
+.PHONY: run test install clean messages bench
 
 install: $(VENV)/.installed
 
@@ -21,7 +24,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 run: install .env
 	$(BIN)/flask --app wsgi db upgrade
-	PORT=$(PORT) $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
+	PORT=$(PORT) $(BIN)/flask --app wsgi run --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/lint-imports --no-cache
@@ -40,9 +43,16 @@ bench: install
 	@command -v wrk >/dev/null 2>&1 || (apt-get install -y wrk || sudo apt-get install -y wrk)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-miniprogram-example:
-	mkdir -p miniprogram/example/utils
-	cp miniprogram/wxauth.js miniprogram/example/utils/wxauth.js
+# The Chinese problem texts (wxauth/i18n.py): strings marked with _l → messages.pot → the
+# zh_Hans catalogue (new entries come in empty: translate them, then run this again) → .mo,
+# which is committed (tests/test_i18n.py checks that it matches the .po).
+CATALOGUE = wxauth/translations
+messages: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l --add-location=file --sort-by-file \
+		--project=wxauth -o $(CATALOGUE)/messages.pot .
+	$(BIN)/pybabel update -i $(CATALOGUE)/messages.pot -d $(CATALOGUE) -l zh_Hans -w 100 \
+		--no-fuzzy-matching
+	$(BIN)/pybabel compile -d $(CATALOGUE) --statistics
 
 clean:
 	rm -rf $(VENV) .pytest_cache

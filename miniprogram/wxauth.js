@@ -17,6 +17,10 @@
  *   decrypt_failed log in again and tell you to ask the user again (err.askAgain) instead of
  *   resending data encrypted under a stale session_key.
  *
+ * Language: requests say the user's WeChat language (`Accept-Language`, from
+ * wx.getAppBaseInfo().language: zh_CN → zh-CN), so problem titles and details come back in
+ * Chinese for Chinese users; `code` never changes.
+ *
  * Errors: every rejection is a WxAuthError with `code` (the server's problem+json code, or
  * 'network_error' / 'bad_response' / 'wx_login_failed'), `status` (HTTP status, 0 when the
  * request never got an answer), `detail` and `body`.
@@ -43,6 +47,25 @@ class WxAuthError extends Error {
   }
 }
 
+/**
+ * The user's WeChat language as a BCP 47 tag for Accept-Language: wx.getAppBaseInfo()
+ * (base library 2.20.1+), else wx.getSystemInfoSync(), say 'zh_CN', 'zh_TW', 'en'…
+ * @param {object} wxApi the wx object
+ * @returns {string|undefined} e.g. 'zh-CN', 'en'; undefined when WeChat does not say
+ */
+function userLanguage(wxApi) {
+  let language;
+  try {
+    language = typeof wxApi.getAppBaseInfo === 'function'
+      ? wxApi.getAppBaseInfo().language
+      : wxApi.getSystemInfoSync().language;
+  } catch (e) {
+    language = undefined;
+  }
+  return typeof language === 'string' && /^[A-Za-z]{2,8}([_-][A-Za-z0-9]{1,8})*$/.test(language)
+    ? language.replace(/_/g, '-') : undefined;
+}
+
 function promisify(api, options) {
   return new Promise((resolve, reject) => {
     api(Object.assign({}, options, { success: resolve, fail: reject }));
@@ -57,6 +80,8 @@ function promisify(api, options) {
  * @param {string} [options.appid]      this mini-program's appid, when the server serves several
  *                                      (default: wx.getAccountInfoSync().miniProgram.appId if available)
  * @param {string} [options.storageKey] storage key of the login state (default 'wxauth')
+ * @param {string} [options.language]   Accept-Language to send, e.g. 'zh-CN' (default: the
+ *                                      user's WeChat language, see userLanguage)
  * @param {object} [options.wx]         the wx object (default: the global one; tests pass a shim)
  */
 function createClient(options) {
@@ -69,6 +94,7 @@ function createClient(options) {
     try { appid = wxApi.getAccountInfoSync().miniProgram.appId; } catch (e) { appid = undefined; }
   }
   let loginInFlight = null;
+  const language = options.language || userLanguage(wxApi);
 
   function readState() {
     const state = wxApi.getStorageSync(storageKey);
@@ -91,6 +117,7 @@ function createClient(options) {
   function send(method, url, data, token) {
     const header = { 'Content-Type': 'application/json' };
     if (token) header.Authorization = `Bearer ${token}`;
+    if (language) header['Accept-Language'] = language;
     return promisify(wxApi.request, {
       url: /^https?:\/\//.test(url) ? url : baseUrl + url,
       method,
@@ -270,11 +297,13 @@ function createClient(options) {
   async function uploadAvatar(tempFilePath) {
     let state = await ensureState();
     for (let attempt = 0; ; attempt += 1) {
+      const header = { Authorization: `Bearer ${state.accessToken}` };
+      if (language) header['Accept-Language'] = language;
       const res = await promisify(wxApi.uploadFile, {
         url: `${baseUrl}/profile/avatar`,
         filePath: tempFilePath,
         name: 'file',
-        header: { Authorization: `Bearer ${state.accessToken}` },
+        header,
       }).catch((err) => {
         throw new WxAuthError('network_error', 0, (err && err.errMsg) || 'upload failed');
       });
@@ -295,4 +324,4 @@ function createClient(options) {
   };
 }
 
-module.exports = { createClient, WxAuthError };
+module.exports = { createClient, WxAuthError, userLanguage };

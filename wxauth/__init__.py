@@ -16,7 +16,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 import config
 
-from . import errors
+from . import errors, i18n
 from .extensions import api, db, jwt
 from .infra.cipher import SessionKeyCipher
 from .infra import database
@@ -49,6 +49,8 @@ def create_app(settings: Mapping[str, Any] | object | None = None) -> Flask:
         app.config.from_mapping(settings)
     elif settings is not None:
         app.config.from_object(settings)
+    # JSON answers carry Chinese (nicknames, problem texts) as UTF-8, not as \uXXXX escapes
+    app.json.ensure_ascii = False
     os.makedirs(app.instance_path, exist_ok=True)
     config.complete(app.config, instance_path=app.instance_path,
                     production=not (app.debug or app.testing))
@@ -83,6 +85,7 @@ def register_state(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
+    i18n.init_app(app)
     register_migrations(app)
     jwt.init_app(app)
     api.init_app(app)

@@ -4,7 +4,9 @@ Each problem has a stable machine ``code`` (the table `PROBLEMS`), and each exce
 service can raise maps to one code (`EXCEPTION_CODES`). Flask's error handlers,
 flask-smorest's HTTP-exception handler and the JWT checks (`wxauth.web.security`) all end in
 `problem_response`. The same table documents the error responses in the OpenAPI document
-(`documents_problems`). Of wxauth it imports only the exceptions it maps (infra, wechat).
+(`documents_problems`). Titles, advice and details are marked for translation: the request's
+Accept-Language picks English or Simplified Chinese (`wxauth.i18n`). Of wxauth it imports only
+the exceptions it maps (infra, wechat) and `wxauth.i18n`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from typing import Any
 
 import marshmallow as ma
 from flask import Flask, Response, request
+from flask_babel import LazyString, gettext
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 import limits.errors
 from sqlalchemy import exc as sa_exc
 
+from .i18n import CONTENT_LANGUAGE, DEFAULT_LANGUAGE, _l, current_language
 from .infra.media import InvalidImage
 from .infra.store import LockTimeout, StoreUnavailable
 from .wechat import client as wx
@@ -33,67 +37,104 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "urn:wxauth:problem:"
 PROBLEM_MIMETYPE = "application/problem+json"
 
-_RELOGIN = (
+_RELOGIN = _l(
     "Call wx.login() again, log in with the new code, then fetch encryptedData again and "
-    "resend it."
-)
+    "resend it.")
+_RETRY = _l("Retry after Retry-After seconds.")
+_LOGIN_AGAIN = _l("Log in again.")
 
 
 @dataclass(frozen=True)
 class ProblemKind:
+    """One problem code. `title`, `advice` and `detail` are marked for translation (``_l``):
+    Accept-Language chooses their language (`wxauth.i18n`); `code` never changes."""
+
     status: int
     code: str
     title: str
     advice: str = ""  # appended to the detail: what the client should do
+    # what happened, in general: the detail when an occurrence gives none, or gives one that
+    # was not marked for translation (a WeChat or decryption message) and the answer is not
+    # in English
+    detail: str = ""
 
 
 PROBLEMS: dict[str, ProblemKind] = {
     kind.code: kind
     for kind in (
-        ProblemKind(400, "invalid_request", "Invalid request"),
-        ProblemKind(400, "unknown_app", "Unknown mini-program",
-                    "Send the appid of one of the mini-programs this server serves."),
-        ProblemKind(404, "not_found", "Not found"),
-        ProblemKind(405, "method_not_allowed", "Method not allowed"),
-        ProblemKind(413, "payload_too_large", "Request body too large"),
-        ProblemKind(500, "internal_error", "Internal server error"),
-        ProblemKind(503, "database_unavailable", "Database unavailable",
-                    "Retry after Retry-After seconds."),
-        ProblemKind(503, "store_unavailable", "Shared store unavailable",
-                    "Retry after Retry-After seconds."),
+        ProblemKind(400, "invalid_request", _l("Invalid request"),
+                    detail=_l("The request is malformed or has invalid fields.")),
+        ProblemKind(400, "unknown_app", _l("Unknown mini-program"),
+                    _l("Send the appid of one of the mini-programs this server serves."),
+                    detail=_l("The appid names a mini-program this server does not serve.")),
+        ProblemKind(404, "not_found", _l("Not found"),
+                    detail=_l("There is nothing at this address.")),
+        ProblemKind(405, "method_not_allowed", _l("Method not allowed"),
+                    detail=_l("This address does not accept this HTTP method.")),
+        ProblemKind(413, "payload_too_large", _l("Request body too large"),
+                    detail=_l("The request body is larger than this server accepts.")),
+        ProblemKind(500, "internal_error", _l("Internal server error"),
+                    detail=_l("The server could not handle this request.")),
+        ProblemKind(503, "database_unavailable", _l("Database unavailable"), _RETRY,
+                    detail=_l("The database does not answer.")),
+        ProblemKind(503, "store_unavailable", _l("Shared store unavailable"), _RETRY,
+                    detail=_l("The shared store (Redis) does not answer.")),
         # login code exchange (WeChat errcodes)
-        ProblemKind(400, "invalid_code", "Invalid login code",
-                    "Codes live 5 minutes: call wx.login() again and send the new code."),
-        ProblemKind(400, "code_used", "Login code already used",
-                    "Codes are single-use: call wx.login() again and send the new code."),
-        ProblemKind(403, "user_blocked", "User blocked by WeChat"),
-        ProblemKind(429, "wechat_rate_limited", "WeChat rate limit reached",
-                    "Wait for Retry-After seconds before logging in again."),
-        ProblemKind(503, "wechat_busy", "WeChat is busy", "Retry after Retry-After seconds."),
-        ProblemKind(503, "wechat_unavailable", "WeChat unavailable",
-                    "Retry after Retry-After seconds."),
-        ProblemKind(502, "wechat_bad_response", "Bad answer from WeChat"),
-        ProblemKind(504, "wechat_timeout", "WeChat timed out"),
-        ProblemKind(502, "wechat_unreachable", "WeChat unreachable"),
-        ProblemKind(422, "content_rejected", "Content rejected",
-                    "WeChat's content check refused this text: ask the user for another."),
-        ProblemKind(400, "invalid_image", "Not an image",
-                    "Upload the chooseAvatar file as multipart field 'file'."),
+        ProblemKind(400, "invalid_code", _l("Invalid login code"),
+                    _l("Codes live 5 minutes: call wx.login() again and send the new code."),
+                    detail=_l("WeChat refused the code: it is invalid or expired.")),
+        ProblemKind(400, "code_used", _l("Login code already used"),
+                    _l("Codes are single-use: call wx.login() again and send the new code."),
+                    detail=_l("WeChat says this code was used already.")),
+        ProblemKind(403, "user_blocked", _l("User blocked by WeChat"),
+                    detail=_l("WeChat refuses this user (a high-risk account).")),
+        ProblemKind(429, "wechat_rate_limited", _l("WeChat rate limit reached"),
+                    _l("Wait for Retry-After seconds before logging in again."),
+                    detail=_l("WeChat refuses more logins of this user for now.")),
+        ProblemKind(503, "wechat_busy", _l("WeChat is busy"), _RETRY,
+                    detail=_l("WeChat answered that it is busy.")),
+        ProblemKind(503, "wechat_unavailable", _l("WeChat unavailable"), _RETRY,
+                    detail=_l("Calls to WeChat are paused after repeated failures, or too many "
+                              "are in flight.")),
+        ProblemKind(502, "wechat_bad_response", _l("Bad answer from WeChat"),
+                    detail=_l("WeChat answered with an error or with an answer this server "
+                              "cannot use.")),
+        ProblemKind(504, "wechat_timeout", _l("WeChat timed out"),
+                    detail=_l("WeChat did not answer in time.")),
+        ProblemKind(502, "wechat_unreachable", _l("WeChat unreachable"),
+                    detail=_l("This server could not connect to WeChat.")),
+        ProblemKind(422, "content_rejected", _l("Content rejected"),
+                    _l("WeChat's content check refused this text: ask the user for another."),
+                    detail=_l("The text did not pass WeChat's content check.")),
+        ProblemKind(400, "invalid_image", _l("Not an image"),
+                    _l("Upload the chooseAvatar file as multipart field 'file'."),
+                    detail=_l("The upload is not a JPEG, PNG or WebP image, or has too many "
+                              "pixels.")),
         # encryptedData
-        ProblemKind(400, "decrypt_failed", "Could not decrypt encryptedData", _RELOGIN),
-        ProblemKind(400, "watermark_mismatch", "Watermark names another mini-program"),
-        ProblemKind(400, "watermark_expired", "Encrypted data too old",
-                    "Fetch the data again and send it right away."),
-        ProblemKind(400, "signature_mismatch", "rawData signature mismatch", _RELOGIN),
+        ProblemKind(400, "decrypt_failed", _l("Could not decrypt encryptedData"), _RELOGIN,
+                    detail=_l("encryptedData did not decrypt with the stored session_key.")),
+        ProblemKind(400, "watermark_mismatch", _l("Watermark names another mini-program"),
+                    detail=_l("The encrypted data was made for another appid.")),
+        ProblemKind(400, "watermark_expired", _l("Encrypted data too old"),
+                    _l("Fetch the data again and send it right away."),
+                    detail=_l("The encrypted data's watermark is too old.")),
+        ProblemKind(400, "signature_mismatch", _l("rawData signature mismatch"), _RELOGIN,
+                    detail=_l("rawData does not match signature.")),
         # login state (JWT)
-        ProblemKind(401, "authorization_required", "Authorization required",
-                    "Send 'Authorization: Bearer <access_token>' from POST /auth/login."),
-        ProblemKind(401, "token_invalid", "Invalid token", "Log in again."),
-        ProblemKind(401, "token_expired", "Token expired", "Log in again."),
-        ProblemKind(401, "user_not_found", "User not found", "Log in again."),
-        ProblemKind(401, "token_revoked", "Token revoked", "Log in again."),
-        ProblemKind(429, "rate_limited", "Too many requests",
-                    "Wait for Retry-After seconds before trying again."),
+        ProblemKind(401, "authorization_required", _l("Authorization required"),
+                    _l("Send 'Authorization: Bearer <access_token>' from POST /auth/login."),
+                    detail=_l("This endpoint needs a login state.")),
+        ProblemKind(401, "token_invalid", _l("Invalid token"), _LOGIN_AGAIN,
+                    detail=_l("The token is not valid here.")),
+        ProblemKind(401, "token_expired", _l("Token expired"), _LOGIN_AGAIN,
+                    detail=_l("The token has expired.")),
+        ProblemKind(401, "user_not_found", _l("User not found"), _LOGIN_AGAIN,
+                    detail=_l("The token's user no longer exists.")),
+        ProblemKind(401, "token_revoked", _l("Token revoked"), _LOGIN_AGAIN,
+                    detail=_l("The token has been revoked.")),
+        ProblemKind(429, "rate_limited", _l("Too many requests"),
+                    _l("Wait for Retry-After seconds before trying again."),
+                    detail=_l("Rate limit reached.")),
     )
 }
 
@@ -135,31 +176,49 @@ class Problem(Exception):
 
     Args:
         code: a key of `PROBLEMS`.
-        detail: human-readable explanation for this occurrence.
+        detail: human-readable explanation for this occurrence; mark it with
+            ``wxauth.i18n._l`` (arguments as ``%(name)s``) so it is translated.
         headers: extra response headers (e.g. ``Retry-After``).
+        advice: what the client should do, instead of the code's own advice.
         extra: extension members added to the JSON body.
     """
 
     def __init__(self, code: str, detail: str, *, headers: dict[str, str] | None = None,
-                 **extra: Any):
+                 advice: str | None = None, **extra: Any):
         super().__init__(detail)
         self.kind = PROBLEMS[code]
         self.detail = detail
         self.headers = headers or {}
+        self.advice = advice
         self.extra = extra
 
 
-def problem_response(code: str, detail: str, *, headers: dict[str, str] | None = None,
+def localized_detail(kind: ProblemKind, detail: str | None = None,
+                     advice: str | None = None) -> str:
+    """The detail of an answer in the request's language: the occurrence's `detail` (the
+    code's general detail when there is none, or when it was not marked for translation and
+    the answer is not in English), then the advice (`advice`, else the code's)."""
+    if not detail or not (isinstance(detail, LazyString)
+                          or current_language() == DEFAULT_LANGUAGE):
+        detail = kind.detail or kind.title
+    text, advice = str(detail), str(kind.advice if advice is None else advice)
+    if not advice or advice in text:
+        return text
+    return gettext("%(detail)s. %(advice)s", detail=text.rstrip(".。"), advice=advice)
+
+
+def problem_response(code: str, detail: str | None = None, *,
+                     headers: dict[str, str] | None = None, advice: str | None = None,
                      **extra: Any) -> Response:
-    """Build the ``application/problem+json`` response for problem `code`."""
+    """Build the ``application/problem+json`` response for problem `code`: `title` and
+    `detail` in the request's language (`wxauth.i18n`), ``Content-Language`` saying which,
+    ``Vary: Accept-Language``."""
     kind = PROBLEMS[code]
-    if kind.advice and kind.advice not in detail:
-        detail = f"{detail.rstrip('.')}. {kind.advice}" if detail else kind.advice
     body = {
         "type": PROBLEM_TYPE_BASE + kind.code,
-        "title": kind.title,
+        "title": str(kind.title),
         "status": kind.status,
-        "detail": detail or kind.title,
+        "detail": localized_detail(kind, detail, advice),
         "code": kind.code,
         **extra,
     }
@@ -167,6 +226,8 @@ def problem_response(code: str, detail: str, *, headers: dict[str, str] | None =
                         mimetype=PROBLEM_MIMETYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    response.headers["Content-Language"] = CONTENT_LANGUAGE[current_language()]
+    response.vary.add("Accept-Language")
     return response
 
 
@@ -185,6 +246,18 @@ def _flatten(messages: Any, prefix: str = "") -> list[str]:
     return [f"{prefix}: {messages}" if prefix else str(messages)]
 
 
+def _validation_detail(messages: Any, errors: dict[str, Any]) -> str:
+    """invalid_request's detail: marshmallow's messages in English; in another language the
+    fields at fault, by name (their messages stay in the ``errors`` member, in English)."""
+    if current_language() == DEFAULT_LANGUAGE:
+        return "; ".join(_flatten(messages))
+    fields = [str(name) for name in errors if name != "_schema"]
+    if not fields:
+        return ""  # the body as a whole: the code's general detail
+    return _l("Invalid fields: %(fields)s. The errors member says what is wrong with each.",
+              fields=", ".join(fields))
+
+
 _HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 429: "rate_limited"}
 
@@ -196,19 +269,18 @@ def http_exception_response(error: HTTPException) -> Response:
     data = getattr(error, "data", None) or {}
     messages = data.get("messages")
     extra: dict[str, Any] = {}
+    detail: str | None
     if messages:
-        detail = "; ".join(_flatten(messages))
         errors = messages.get("json", messages) if isinstance(messages, dict) else messages
         # always an object: field → messages; "_schema" for the body as a whole
         extra["errors"] = errors if isinstance(errors, dict) else {"_schema": errors}
-    elif code == "payload_too_large":
-        detail = "The request body is larger than this server accepts."
+        detail = _validation_detail(messages, extra["errors"])
     elif code == "rate_limited":
-        detail = f"Rate limit reached ({error.description})."
-    elif code == "internal_error":
-        detail = "The server could not handle this request."
+        detail = _l("Rate limit reached (%(limit)s).", limit=error.description)
+    elif code in ("payload_too_large", "internal_error"):
+        detail = None  # the code's own detail
     else:
-        detail = error.description or PROBLEMS[code].title
+        detail = error.description
     headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type",)}
     headers.update(data.get("headers") or {})
     return problem_response(code, detail, headers=headers, **extra)
@@ -217,18 +289,19 @@ def http_exception_response(error: HTTPException) -> Response:
 def exception_response(exc: Exception) -> Response:
     """Problem response for any exception raised while handling a request."""
     if isinstance(exc, Problem):
-        return problem_response(exc.kind.code, exc.detail, headers=exc.headers, **exc.extra)
+        return problem_response(exc.kind.code, exc.detail, headers=exc.headers,
+                                advice=exc.advice, **exc.extra)
     if isinstance(exc, HTTPException):
         return http_exception_response(exc)
     if is_database_outage(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.path,
                     _reason(exc))
-        return problem_response("database_unavailable", "The database does not answer.",
+        return problem_response("database_unavailable",
                                 headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
     code = next((EXCEPTION_CODES[c] for c in type(exc).__mro__ if c in EXCEPTION_CODES), None)
     if code is None:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem_response("internal_error", "The server could not handle this request.")
+        return problem_response("internal_error")
     headers, extra = {}, {}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after:
@@ -242,8 +315,9 @@ def exception_response(exc: Exception) -> Response:
         log.warning("shared store unavailable on %s %s: %s", request.method, request.path,
                     _reason(exc))
         headers["Retry-After"] = str(StoreUnavailable.retry_after)
-        return problem_response(code, "The shared store (Redis) does not answer.",
-                                headers=headers)
+        return problem_response(code, headers=headers)
+    # the exception's own message (WeChat's errcode and errmsg, what failed to decrypt) is
+    # English, not marked for translation: other languages get the code's general detail
     return problem_response(code, str(exc), headers=headers, **extra)
 
 

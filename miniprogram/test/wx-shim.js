@@ -3,6 +3,7 @@
  * built-in WeChat emulator (no network beyond loopback).
  * - wx.login mints a real code from the emulator (POST <server>/_wechat/dev/code);
  * - wx.request / wx.uploadFile are real HTTP through fetch;
+ * - wx.getAppBaseInfo().language is `language` (WeChat's spelling: 'zh_CN', 'en'…), when given;
  * - storage is an in-memory map; wx.checkSession passes after a login until expireSession().
  * `calls` records what was called, for assertions.
  */
@@ -11,7 +12,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 
-function createWx({ emulatorUrl, openid, corruptToken = false }) {
+function createWx({ emulatorUrl, openid, corruptToken = false, language }) {
   const storage = new Map();
   const calls = { login: 0, requests: [], uploads: 0 };
   let sessionAlive = false;
@@ -42,7 +43,7 @@ function createWx({ emulatorUrl, openid, corruptToken = false }) {
       }), success, fail, 'login');
     },
     request({ url, method = 'GET', data, header, success, fail }) {
-      calls.requests.push({ url: new URL(url).pathname, method });
+      calls.requests.push({ url: new URL(url).pathname, method, header: Object.assign({}, header) });
       const init = { method, headers: headersOf(header) };
       if (data !== undefined && method !== 'GET') init.body = JSON.stringify(data);
       deliver(fetch(url, init).then(async (r) => {
@@ -60,6 +61,7 @@ function createWx({ emulatorUrl, openid, corruptToken = false }) {
         .then(async (r) => ({ statusCode: r.status, data: await r.text() })), success, fail,
       'uploadFile');
     },
+    getAppBaseInfo: language ? () => ({ language, SDKVersion: '3.0.0' }) : undefined,
     getStorageSync(key) { return storage.has(key) ? storage.get(key) : ''; },
     setStorageSync(key, value) { storage.set(key, value); },
     checkSession({ success, fail }) {

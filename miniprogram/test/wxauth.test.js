@@ -9,7 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { after, before, describe, test } = require('node:test');
 
-const { createClient, WxAuthError } = require('../wxauth.js');
+const { createClient, WxAuthError, userLanguage } = require('../wxauth.js');
 const { createWx } = require('./wx-shim.js');
 const { startServer, emulatorPost } = require('./server.js');
 
@@ -160,5 +160,33 @@ describe('encrypted data, phone, avatar', () => {
     const notImage = `${file}.txt`;
     fs.writeFileSync(notImage, 'hello');
     await assert.rejects(client.uploadAvatar(notImage), (err) => err.code === 'invalid_image');
+  });
+});
+
+describe("the user's language", () => {
+  test('WeChat says zh_CN: the helper sends zh-CN and problems come back in Chinese', async () => {
+    const { client, wx } = setup(server, { language: 'zh_CN' });
+    await assert.rejects(client.request({ url: '/profile', method: 'PATCH', data: { gender: 9 } }),
+      (err) => err.code === 'invalid_request' && err.body.title === '请求无效'
+        && /[\u4e00-\u9fff]/.test(err.detail) && err.detail.includes('gender'));
+    await assert.rejects(client.bindPhone({ code: 'not-a-phone-code' }),
+      (err) => err.code === 'invalid_code' && err.body.title === '登录凭证无效'
+        && err.detail.includes('获取手机号按钮'));
+    assert.ok(wx.calls.requests.length >= 3);
+    for (const r of wx.calls.requests) assert.equal(r.header['Accept-Language'], 'zh-CN');
+  });
+
+  test('English users keep English; code is the same', async () => {
+    const { client } = setup(server, { language: 'en' });
+    await assert.rejects(client.request({ url: '/profile', method: 'PATCH', data: { gender: 9 } }),
+      (err) => err.code === 'invalid_request' && err.body.title === 'Invalid request');
+  });
+
+  test('the language comes from getAppBaseInfo, else getSystemInfoSync, as a BCP 47 tag', () => {
+    assert.equal(userLanguage({ getAppBaseInfo: () => ({ language: 'zh_TW' }) }), 'zh-TW');
+    assert.equal(userLanguage({ getSystemInfoSync: () => ({ language: 'zh_CN' }) }), 'zh-CN');
+    assert.equal(userLanguage({ getAppBaseInfo: () => ({ language: 'en' }) }), 'en');
+    assert.equal(userLanguage({}), undefined); // neither API: no header
+    assert.equal(userLanguage({ getAppBaseInfo: () => ({ language: 'zh\r\nX: y' }) }), undefined);
   });
 });

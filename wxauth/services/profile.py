@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import Problem
 from ..extensions import db
+from ..i18n import _l
 from ..infra.media import Storage, process_avatar
 from ..models import User, utcnow
 from ..wechat import crypto
@@ -21,6 +22,10 @@ from . import programs
 from .sessions import session_key_is_current
 
 log = logging.getLogger(__name__)
+
+# invalid_code on /profile/phone: the fix is a new phone code, not a new wx.login
+PHONE_CODE_ADVICE = _l("Ask the user to tap the phone-number button again and send its new "
+                       "e.detail.code.")
 
 # WeChat's anonymous placeholders since 2022 (getUserProfile): never stored over real data.
 ANONYMOUS_NICKNAME = "微信用户"
@@ -117,14 +122,14 @@ def explain_decrypt_failure(user: User) -> Problem:
     """decrypt_failed, saying whether WeChat considers the stored session_key stale."""
     current = session_key_is_current(user)
     if current is False:
-        why = ("The stored session_key is stale (WeChat's checkSessionKey says so): call "
-               "wx.login() and log in again, then fetch the data again")
+        why = _l("The stored session_key is stale (WeChat's checkSessionKey says so): call "
+                 "wx.login() and log in again, then fetch the data again")
     elif current is True:
-        why = ("The stored session_key is still current, so the data was encrypted under an "
-               "older one (fetched before the latest wx.login) or altered on the way: fetch it "
-               "again and send it right away")
+        why = _l("The stored session_key is still current, so the data was encrypted under "
+                 "an older one (fetched before the latest wx.login) or altered on the way: "
+                 "fetch it again and send it right away")
     else:
-        why = "encryptedData did not decrypt with the stored session_key"
+        why = _l("encryptedData did not decrypt with the stored session_key.")
     return Problem("decrypt_failed", why, session_key_valid=current)
 
 
@@ -165,7 +170,8 @@ def set_fields(user: User, changes: dict[str, Any]) -> User:
     if nickname and program.content_check:
         suggest = program.msg_sec_check(user.openid, nickname, scene=1)
         if suggest == "risky":
-            raise Problem("content_rejected", "WeChat's content check rejected this nickname")
+            raise Problem("content_rejected",
+                          _l("WeChat's content check rejected this nickname."))
         if suggest == "review":
             log.warning("nickname of user %s accepted pending review (msgSecCheck: review)",
                         user.id)
@@ -182,11 +188,11 @@ def bind_phone_code(user: User, code: str) -> User:
     try:
         info = programs.get(user.appid).phone_number(code)
     except InvalidCode as exc:
-        raise Problem("invalid_code", (
-            f"WeChat rejected the phone code ({exc}). It must be e.detail.code from "
+        raise Problem("invalid_code", _l(
+            "WeChat rejected the phone code (%(reason)s). It must be e.detail.code from "
             '<button open-type="getPhoneNumber"> (base library 2.21.2 or later), used '
-            "within 5 minutes and only once; a wx.login code is not a phone code"),
-            errcode=exc.errcode) from None
+            "within 5 minutes and only once; a wx.login code is not a phone code",
+            reason=str(exc)), advice=PHONE_CODE_ADVICE, errcode=exc.errcode) from None
     crypto.check_watermark({"watermark": info.watermark}, user.appid, 0)
     return _store_phone(user, info)
 
@@ -203,8 +209,8 @@ def bind_phone_encrypted(user: User, encrypted_data: bytes, iv: bytes,
     try:
         info = phone_info_from(data)
     except WeChatBadResponse:
-        raise Problem("invalid_request", "The decrypted data is not a phone number "
-                      "(getPhoneNumber's encryptedData expected)") from None
+        raise Problem("invalid_request", _l("The decrypted data is not a phone number "
+                                            "(getPhoneNumber's encryptedData expected).")) from None
     return _store_phone(user, info)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import Problem
 from ..extensions import db
+from ..i18n import _l
 from ..state import state
 from ..wechat.access_token import AccessTokenManager, TokenStore
 from ..wechat.client import Code2SessionResult, PhoneInfo, WeChatClient
@@ -93,10 +94,12 @@ def get(appid: str | None) -> MiniProgram:
     if appid is None:
         if len(apps) == 1:
             return next(iter(apps.values()))
-        raise Problem("invalid_request", "This server serves several mini-programs: send the "
-                      "appid (wx.getAccountInfoSync().miniProgram.appId)",
+        raise Problem("invalid_request", _l("This server serves several mini-programs: send "
+                                            "the appid (wx.getAccountInfoSync().miniProgram"
+                                            ".appId)."),
                       errors={"appid": ["Required when several apps are configured."]})
     try:
         return apps[appid]
     except KeyError:
-        raise Problem("unknown_app", f"appid {appid} is not configured on this server") from None
+        raise Problem("unknown_app", _l("appid %(appid)s is not configured on this server.",
+                                        appid=appid)) from None

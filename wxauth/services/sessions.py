@@ -22,6 +22,7 @@ from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
 
 from ..errors import Problem
+from ..i18n import _l
 from ..infra.store import LockTimeout
 from ..models import User
 from ..state import state
@@ -102,14 +103,14 @@ def claim_refresh(payload: dict[str, Any]) -> None:
     if not first_use:
         revoke_family(payload["fam"])
         raise Problem("token_revoked",
-                      "This refresh token was already used; every token of this login is "
-                      "now revoked.")
+                      _l("This refresh token was already used; every token of this login is "
+                         "now revoked."))
 
 
 def check_version(user: User, payload: dict[str, Any]) -> None:
     """Raise Problem(token_revoked) when the user's tokens were revoked after this one."""
     if payload.get("ver") != user.token_version:
-        raise Problem("token_revoked", "The user's tokens were revoked.")
+        raise Problem("token_revoked", _l("The user's tokens were revoked."))
 
 
 def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) -> User:
@@ -123,11 +124,11 @@ def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) 
     """
     appid = payload.get("appid")
     if appid not in programs.configured():
-        raise Problem("token_invalid", "The token names a mini-program this server no longer "
-                      "serves")
+        raise Problem("token_invalid", _l("The token names a mini-program this server no "
+                                          "longer serves."))
     user = login.find_user(appid, payload["sub"], with_session_key=with_session_key)
     if user is None:
-        raise Problem("user_not_found", "The token's user no longer exists.")
+        raise Problem("user_not_found", _l("The token's user no longer exists."))
     check_version(user, payload)
     return user
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app, request, url_for
 
 from ..errors import WECHAT_CODES, Problem
+from ..i18n import _l
 from ..services import profile
 from ..state import state
 from .schemas import (AvatarUploadSchema, Blueprint, EncryptedProfileSchema, PhoneSchema,
@@ -98,9 +99,10 @@ def upload_avatar(args):
     upload = args["file"]
     data = upload.read(cfg["AVATAR_MAX_BYTES"] + 1) if hasattr(upload, "read") else b""
     if not data:
-        raise Problem("invalid_image", "The upload is empty")
+        raise Problem("invalid_image", _l("The upload is empty."))
     if len(data) > cfg["AVATAR_MAX_BYTES"]:
-        raise Problem("payload_too_large", f"Avatars are limited to {cfg['AVATAR_MAX_BYTES']} bytes")
+        raise Problem("payload_too_large", _l("Avatars are limited to %(limit)s bytes.",
+                                               limit=cfg["AVATAR_MAX_BYTES"]))
     return profile.set_avatar(current_user(), data, storage=state().media,
                               max_side=cfg["AVATAR_MAX_SIDE"], max_pixels=cfg["AVATAR_MAX_PIXELS"],
                               url_for_name=_media_url)

@@ -26,6 +26,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from ..errors import Problem
+from ..i18n import _l
 from ..infra.store import redis_pool
 from ..state import state
 
@@ -81,7 +82,8 @@ class RateLimit:
                            "X-RateLimit-Reset": str(math.ceil(reset_at))}
             if not allowed:
                 headers["Retry-After"] = str(max(1, math.ceil(reset_at - time.time())))
-                raise Problem("rate_limited", f"Rate limit reached ({item}).", headers=headers)
+                raise Problem("rate_limited", _l("Rate limit reached (%(limit)s).", limit=str(item)),
+                              headers=headers)
         return headers
 
 

@@ -32,6 +32,7 @@ from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
 
 from ..errors import AUTH_CODES, Problem, documents_problems
+from ..i18n import _l
 from ..models import User
 from ..services import sessions
 from ..state import state
@@ -73,10 +74,10 @@ def authenticate(*, refresh: bool = False, verify_type: bool = True,
     raises the 401 Problems listed there."""
     claims = verified_claims(_bearer_token())
     if verify_type and claims.get("type") != ("refresh" if refresh else "access"):
-        raise Problem("token_invalid", "Only refresh tokens are allowed here." if refresh
-                      else "Only access tokens are allowed here.")
+        raise Problem("token_invalid", _l("Only refresh tokens are allowed here.") if refresh
+                      else _l("Only access tokens are allowed here."))
     if sessions.is_revoked(claims):
-        raise Problem("token_revoked", "The token has been revoked (logout).")
+        raise Problem("token_revoked", _l("The token has been revoked (logout)."))
     g.wxauth_claims = claims
     g.wxauth_user = user = sessions.user_for_claims(claims, with_session_key=with_session_key)
     return user
@@ -95,10 +96,11 @@ def current_claims() -> dict[str, Any]:
 def _bearer_token() -> str:
     header = request.headers.get("Authorization")
     if header is None:
-        raise Problem("authorization_required", "This endpoint needs a login state.")
+        raise Problem("authorization_required", _l("This endpoint needs a login state."))
     scheme, _, token = header.strip().partition(" ")
     if scheme != "Bearer" or not token.strip():
-        raise Problem("token_invalid", "Missing 'Bearer <token>' in the Authorization header.")
+        raise Problem("token_invalid",
+                      _l("Missing 'Bearer <token>' in the Authorization header."))
     return token.strip()
 
 
@@ -112,9 +114,10 @@ def verified_claims(encoded: str) -> dict[str, Any]:
     try:
         claims = decode_token(encoded)
     except pyjwt.ExpiredSignatureError:
-        raise Problem("token_expired", "The token has expired.") from None
+        raise Problem("token_expired", _l("The token has expired.")) from None
     except (pyjwt.InvalidTokenError, JWTExtendedException) as exc:
-        raise Problem("token_invalid", f"The token is not valid ({exc}).") from None
+        raise Problem("token_invalid", _l("The token is not valid (%(reason)s).",
+                                          reason=str(exc))) from None
     if "exp" in claims:  # tokens without an expiry are not remembered
         if len(cache) >= MAX_VERIFIED_TOKENS:
             cache.clear()

@@ -1,6 +1,7 @@
 const { auth } = getApp();
 
 Page({
+  // error: err.detail, in the user's language (the helper sends Accept-Language)
   data: { avatarUrl: '', nickname: '', error: '' },
 
   async onLoad() {
@@ -29,7 +30,7 @@ Page({
       this.setData({ nickname, error: '' });
     } catch (err) {
       // content_rejected (422) when WECHAT_CONTENT_CHECK is on and WeChat refused the text
-      this.setData({ error: err.code === 'content_rejected' ? 'Please choose another nickname' : err.detail });
+      this.setData({ error: err.code === 'content_rejected' ? '这个昵称未通过审核，请换一个' : err.detail });
     }
   },
 
@@ -37,13 +38,14 @@ Page({
     if (!e.detail.code) return; // the user declined
     try {
       await auth.bindPhone(e.detail);
-      wx.showToast({ title: 'Phone number saved' });
+      wx.showToast({ title: '手机号已保存' });
     } catch (err) {
-      this.setData({ error: err.code === 'invalid_code' ? 'Please tap the button again' : err.detail });
+      // invalid_code: the phone code expired or was used; a new tap gives a new one
+      this.setData({ error: err.code === 'invalid_code' ? '请再点一次“使用我的手机号”' : err.detail });
     }
   },
 
   goProfile() {
-    wx.navigateTo({ url: '/pages/profile/profile' });
+    wx.navigateTo({ url: '/example/pages/profile/profile' });
   },
 });

@@ -8,12 +8,13 @@ Page({
       // Bearer header, renewal after 401 and one retry are the helper's job.
       this.setData({ profile: await auth.request({ url: '/profile' }), error: '' });
     } catch (err) {
-      this.setData({ error: `${err.code}: ${err.detail}` });
+      console.error(err.code, err.detail);
+      this.setData({ error: err.detail });
     }
   },
 
   async logout() {
     await auth.logout();
-    wx.reLaunch({ url: '/pages/login/login' });
+    wx.reLaunch({ url: '/example/pages/login/login' });
   },
 });

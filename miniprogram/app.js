@@ -1,0 +1,15 @@
+// The example mini-program. This folder (miniprogram/) is its root: the helper ./wxauth.js is
+// the one the node tests exercise, required in place, and the example's pages live in example/.
+const { createClient } = require('./wxauth.js');
+const { baseUrl } = require('./example/config.js');
+
+App({
+  // Requests carry the user's WeChat language (Accept-Language), so the server's error
+  // titles and details (err.detail) are Chinese for Chinese users.
+  auth: createClient({ baseUrl }),
+
+  onLaunch() {
+    // Log in once at launch; every auth.request() waits for this same login (single-flight).
+    this.auth.login().catch((err) => console.error('登录失败', err.code, err.detail));
+  },
+});
