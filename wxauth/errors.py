@@ -61,6 +61,9 @@ PROBLEMS: dict[str, ProblemKind] = {
                     "Retry after Retry-After seconds."),
         ProblemKind(503, "store_unavailable", "Shared store unavailable",
                     "Retry after Retry-After seconds."),
+        # answered by the reverse proxy (deploy/nginx/wxauth.conf) while gunicorn is down
+        ProblemKind(503, "service_unavailable", "Service unavailable",
+                    "Retry after Retry-After seconds."),
         # login code exchange (WeChat errcodes)
         ProblemKind(400, "invalid_code", "Invalid login code",
                     "Codes live 5 minutes: call wx.login() again and send the new code."),
