@@ -79,6 +79,9 @@ PROBLEMS: dict[str, ProblemKind] = {
                     detail=_l("The database does not answer.")),
         ProblemKind(503, "store_unavailable", _l("Shared store unavailable"), _RETRY,
                     detail=_l("The shared store (Redis) does not answer.")),
+        # answered by the reverse proxy (deploy/nginx/wxauth.conf) while gunicorn is down
+        ProblemKind(503, "service_unavailable", _l("Service unavailable"), _RETRY,
+                    detail=_l("The service is restarting or down.")),
         # login code exchange (WeChat errcodes)
         ProblemKind(400, "invalid_code", _l("Invalid login code"),
                     _l("Codes live 5 minutes: call wx.login() again and send the new code."),
