@@ -256,9 +256,9 @@ def assert_proxy_problem(response, status: int, code: str) -> dict:
     assert response.headers["Content-Type"] == "application/problem+json"
     body = response.json()
     kind = PROBLEMS[code]
-    assert body == {"type": PROBLEM_TYPE_BASE + code, "title": kind.title, "status": status,
+    assert body == {"type": PROBLEM_TYPE_BASE + code, "title": str(kind.title), "status": status,
                     "detail": body["detail"], "code": code}
-    assert body["detail"].endswith(kind.advice)
+    assert body["detail"].endswith(str(kind.advice))
     return body
 
 
