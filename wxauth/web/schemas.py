@@ -14,10 +14,29 @@ from ..wechat import jsontext
 
 GENDERS = (0, 1, 2)  # WeChat: 0 unknown, 1 male, 2 female
 
+
+class FullMatch(validate.Regexp):
+    """marshmallow's ``Regexp``, matching the whole value (`re.fullmatch`).
+
+    The pattern is also the OpenAPI document's ``pattern``, which JavaScript tools (ajv,
+    Apifox, Postman) compile as an ECMAScript RegExp: write it in the syntax both engines
+    read alike, anchored with ``^…$`` (no Python-only ``\\Z``). Python's ``$`` also matches
+    before a final newline; `re.fullmatch` does not, so ``"text\\n"`` fails here as in
+    JavaScript.
+    """
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self.error.format(input=value, regex=self.regex.pattern))
+        return value
+
+
 # Printable text only: control characters (NUL above all, which PostgreSQL refuses) are 400s.
-_PRINTABLE = validate.Regexp(r"[^\x00-\x1f\x7f]*\Z", error="Must not contain control characters.")
-_NICKNAME = validate.Regexp(r"(?=.*\S)[^\x00-\x1f\x7f]*\Z",
-                            error="Must have visible characters and no control characters.")
+_PRINTABLE = FullMatch(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")
+# ... with one visible character at least. The space class is spelt out where Python's and
+# JavaScript's \s differ (U+0085 is a space only to Python, U+FEFF only to JavaScript).
+_NICKNAME = FullMatch(r"^(?=[^\x00-\x1f\x7f]*[^\s\x85\ufeff\x00-\x1f\x7f])[^\x00-\x1f\x7f]*$",
+                      error="Must have visible characters and no control characters.")
 
 
 class Parser(FlaskParser):
