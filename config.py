@@ -203,14 +203,17 @@ class Config:
     MAX_CONTENT_LENGTH = env_number("MAX_CONTENT_LENGTH", 64 * 1024, int)  # bytes per request
     JSON_MAX_DEPTH = 32  # nesting levels accepted in a JSON body
 
-    # --- OpenAPI (flask-smorest) ---------------------------------------------------------
+    # --- API document (OpenAPI by flask-smorest; served by wxauth.web.docs) ----------------
+    # 1: serve GET /openapi.json and the Swagger UI at /docs (its files from the
+    # flask-swagger-ui package: no CDN); 0: neither (404)
+    API_DOCS = env_str("API_DOCS", "1")
+    # the URL clients call, the document's `servers` entry (e.g. https://api.example.com);
+    # unset: the URL root /openapi.json was requested at
+    API_BASE_URL = env_str("API_BASE_URL")
     API_TITLE = "wxauth"
     API_VERSION = "1.0.0"
     OPENAPI_VERSION = "3.0.3"
-    OPENAPI_URL_PREFIX = "/"
-    OPENAPI_JSON_PATH = "openapi.json"
-    OPENAPI_SWAGGER_UI_PATH = "/docs"
-    OPENAPI_SWAGGER_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
+    OPENAPI_URL_PREFIX = None  # flask-smorest's own document routes: off (wxauth.web.docs)
 
 
 # --- validation and completion -----------------------------------------------------------
@@ -243,7 +246,7 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
     ``TRUSTED_PROXY_NETWORKS``, ``DB_CLIENT_DEADLINE``, ``RATELIMIT_STORAGE_URI``,
     ``RATELIMIT_KEY_PREFIX`` and the engine options in ``SQLALCHEMY_ENGINE_OPTIONS``; rewrites
     ``SQLALCHEMY_DATABASE_URI`` to its driver (see `database_url`) and number settings given
-    as text to numbers.
+    as text to numbers; turns ``API_DOCS`` into a bool.
 
     Raises:
         ConfigError: one line per missing (production) or malformed setting, each naming the
@@ -286,6 +289,8 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
     check(_session_keys, cfg, instance_path, production)
     if not cfg.get("MEDIA_ROOT"):
         cfg["MEDIA_ROOT"] = str(Path(instance_path) / "media")
+
+    check(_api_docs, cfg)
 
     try:
         parse_many(cfg["LOGIN_RATE_LIMIT"])
@@ -375,6 +380,25 @@ def database_url(value: str) -> URL:
         raise ConfigError(f"DATABASE_URL: {driver} needs the {exc.name} package, which is not "
                           "installed: pip install -r requirements.txt") from None
     return fixed
+
+
+def _api_docs(cfg: MutableMapping[str, Any]) -> None:
+    """``API_DOCS`` to a bool (``1``/``0``; also true/false, yes/no, on/off, or a bool);
+    ``API_BASE_URL`` an http(s) URL without query or fragment, when set."""
+    value = cfg.get("API_DOCS")
+    text = str(value).strip().lower()
+    if isinstance(value, bool):
+        cfg["API_DOCS"] = value
+    elif text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        cfg["API_DOCS"] = text in ("1", "true", "yes", "on")
+    else:
+        cfg["API_DOCS"] = True
+        raise ConfigError(f"API_DOCS={value!r} is not a switch: write API_DOCS=1 (serve "
+                          "/openapi.json and /docs) or API_DOCS=0 (neither)")
+    base_url = cfg.get("API_BASE_URL")
+    if base_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", base_url):
+        raise ConfigError(f"API_BASE_URL={base_url!r} is not an http(s) URL without query: "
+                          "write e.g. API_BASE_URL=https://api.example.com")
 
 
 def _database(cfg: MutableMapping[str, Any], instance_path: str) -> None:

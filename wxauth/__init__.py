@@ -142,12 +142,14 @@ def register_wechat(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from .web.auth import blp as auth_blp
+    from .web.docs import register_docs
     from .web.health import blp as health_blp
     from .web.profile import blp as profile_blp
 
     api.register_blueprint(auth_blp)
     api.register_blueprint(profile_blp)
     api.register_blueprint(health_blp)
+    register_docs(app)
 
     @app.get("/media/<path:name>")
     def media(name: str):
