@@ -210,14 +210,13 @@ def localized_detail(kind: ProblemKind, detail: str | None = None,
     return gettext("%(detail)s. %(advice)s", detail=text.rstrip(".。"), advice=advice)
 
 
-def problem_response(code: str, detail: str | None = None, *,
-                     headers: dict[str, str] | None = None, advice: str | None = None,
-                     **extra: Any) -> Response:
-    """Build the ``application/problem+json`` response for problem `code`: `title` and
-    `detail` in the request's language (`wxauth.i18n`), ``Content-Language`` saying which,
-    ``Vary: Accept-Language``."""
+def problem_body(code: str, detail: str | None = None, *, advice: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    """The RFC 9457 body of problem `code`: ``type``, ``title``, ``status``, ``detail``
+    (`localized_detail`), ``code`` and the `extra` members; texts in the request's language
+    (English outside a request)."""
     kind = PROBLEMS[code]
-    body = {
+    return {
         "type": PROBLEM_TYPE_BASE + kind.code,
         "title": str(kind.title),
         "status": kind.status,
@@ -225,7 +224,16 @@ def problem_response(code: str, detail: str | None = None, *,
         "code": kind.code,
         **extra,
     }
-    response = Response(json.dumps(body, ensure_ascii=False), status=kind.status,
+
+
+def problem_response(code: str, detail: str | None = None, *,
+                     headers: dict[str, str] | None = None, advice: str | None = None,
+                     **extra: Any) -> Response:
+    """Build the ``application/problem+json`` response for problem `code`: `title` and
+    `detail` in the request's language (`wxauth.i18n`), ``Content-Language`` saying which,
+    ``Vary: Accept-Language``."""
+    body = problem_body(code, detail, advice=advice, **extra)
+    response = Response(json.dumps(body, ensure_ascii=False), status=body["status"],
                         mimetype=PROBLEM_MIMETYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -362,7 +370,8 @@ class ProblemSchema(ma.Schema):
     title = ma.fields.String(required=True)
     status = ma.fields.Integer(required=True)
     detail = ma.fields.String(required=True)
-    code = ma.fields.String(required=True, metadata={"description": "stable machine code"})
+    code = ma.fields.String(required=True, validate=ma.validate.OneOf(list(PROBLEMS)),
+                            metadata={"description": "stable machine code (README, Errors)"})
     errors = ma.fields.Dict(metadata={"description": "field → messages (invalid_request)"})
     errcode = ma.fields.Integer(metadata={"description": "WeChat's errcode, when it gave one"})
     session_key_valid = ma.fields.Boolean(allow_none=True, metadata={
@@ -381,6 +390,15 @@ class ProblemApi(Api):
         return http_exception_response(error)
 
 
+def problem_example(code: str) -> dict[str, Any]:
+    """An OpenAPI Example object for problem `code`: its body as `problem_body` writes it
+    with the code's general detail, in English."""
+    extra: dict[str, Any] = {}
+    if code == "invalid_request":
+        extra["errors"] = {"code": ["Missing data for required field."]}
+    return {"summary": str(PROBLEMS[code].title), "value": problem_body(code, **extra)}
+
+
 def documents_problems(blp, *codes: str):
     """Decorator documenting the problem responses an operation can give, grouped by status
     (the outage codes, which every operation can give, included)."""
@@ -393,7 +411,8 @@ def documents_problems(blp, *codes: str):
             description = "Problem details; `code` is one of: " + ", ".join(
                 f"`{c}`" for c in group)
             func = blp.alt_response(status, schema=ProblemSchema, description=description,
-                                    content_type=PROBLEM_MIMETYPE)(func)
+                                    content_type=PROBLEM_MIMETYPE,
+                                    examples={c: problem_example(c) for c in group})(func)
         return func
 
     return decorator

@@ -15,6 +15,7 @@ LOGIN_PROBLEMS = ("invalid_request", "unknown_app", "payload_too_large", "rate_l
 
 
 @blp.route("/login", methods=["POST"])
+@blp.doc(operationId="login")
 @limited("login_rate_limit")  # counted before the body is parsed
 @blp.arguments(LoginSchema)
 @blp.response(200, LoginResultSchema)
@@ -32,18 +33,20 @@ def login(args):
 
 
 @blp.route("/refresh", methods=["POST"])
+@blp.doc(operationId="refreshToken")
 @login_required(blp, refresh=True)
 @blp.response(200, TokenPairSchema)
 def refresh():
-    """A new access token and refresh token for ``Authorization: Bearer <refresh_token>``.
+    """Exchange the refresh token for a new access token and refresh token.
 
-    The refresh token presented is used up (rotation); presenting it again revokes every
-    token of that login (401 ``token_revoked``).
+    Send ``Authorization: Bearer <refresh_token>``. The refresh token presented is used up
+    (rotation); presenting it again revokes every token of that login (401 ``token_revoked``).
     """
     return sessions.refresh(current_user(), current_claims())
 
 
 @blp.route("/logout", methods=["POST"])
+@blp.doc(operationId="logout")
 @login_required(blp, verify_type=False)
 @blp.response(204)
 def logout():
@@ -53,6 +56,7 @@ def logout():
 
 
 @blp.route("/session", methods=["GET"])
+@blp.doc(operationId="getSessionState")
 @login_required(blp, *WECHAT_CODES, with_session_key=True)
 @blp.response(200, SessionSchema)
 def session_state():

@@ -19,6 +19,7 @@ DECRYPT_PROBLEMS = ("decrypt_failed", "watermark_mismatch", "watermark_expired",
 
 
 @blp.route("", methods=["GET"])
+@blp.doc(operationId="getProfile")
 @login_required(blp)
 @blp.response(200, ProfileSchema)
 def get_profile():
@@ -27,15 +28,16 @@ def get_profile():
 
 
 @blp.route("", methods=["POST"])
+@blp.doc(operationId="updateProfileFromEncryptedData")
 @login_required(blp, "invalid_request", "payload_too_large", *DECRYPT_PROBLEMS,
                 with_session_key=True)
 @blp.arguments(EncryptedProfileSchema)
 @blp.response(200, ProfileSchema)
 def post_encrypted_profile(args):
-    """Update the profile from getUserProfile/getUserInfo ``e.detail``.
+    """Update the profile from getUserProfile/getUserInfo encrypted data.
 
-    Send ``encryptedData`` and ``iv`` (base64, as WeChat gives them; ``rawData`` and
-    ``signature`` optional, checked when sent). Decrypted (AES-128-CBC) with the session_key
+    Send their ``e.detail``: ``encryptedData`` and ``iv`` (base64, as WeChat gives them;
+    ``rawData`` and ``signature`` optional, checked when sent). Decrypted (AES-128-CBC) with the session_key
     of the user's last login; the watermark must name this mini-program and be recent.
     WeChat's anonymous values (nickname 微信用户, the grey avatar, empty fields) never
     replace real ones.
@@ -47,28 +49,32 @@ def post_encrypted_profile(args):
 
 
 @blp.route("", methods=["PATCH"])
+@blp.doc(operationId="updateProfile")
 @login_required(blp, "invalid_request", "payload_too_large", "content_rejected", *WECHAT_CODES)
 @blp.arguments(ProfilePatchSchema)
 @blp.response(200, ProfileSchema)
 def patch_profile(args):
-    """Set profile fields directly (``<input type="nickname">``, ``chooseAvatar`` upload URL).
+    """Set profile fields directly (the nickname input, the uploaded avatar's URL).
 
-    With ``WECHAT_CONTENT_CHECK=1`` a new nickname goes through WeChat's msgSecCheck v2
-    (scene 1): ``risky`` → 422 ``content_rejected``; ``review`` is accepted and logged.
+    The nickname from ``<input type="nickname">``, ``avatar_url`` from
+    ``POST /profile/avatar`` (the ``chooseAvatar`` image). With ``WECHAT_CONTENT_CHECK=1`` a
+    new nickname goes through WeChat's msgSecCheck v2 (scene 1): ``risky`` → 422
+    ``content_rejected``; ``review`` is accepted and logged.
     """
     return profile.set_fields(current_user(), args)
 
 
 @blp.route("/phone", methods=["POST"])
+@blp.doc(operationId="bindPhoneNumber")
 @login_required(blp, "invalid_request", "payload_too_large", "invalid_code", *DECRYPT_PROBLEMS,
                 *WECHAT_CODES, with_session_key=True)
 @blp.arguments(PhoneSchema)
 @blp.response(200, ProfileSchema)
 def bind_phone(args):
-    """Store the user's phone number from ``<button open-type="getPhoneNumber">``.
+    """Store the user's phone number from the getPhoneNumber button.
 
-    Send ``{"code": e.detail.code}`` (base library ≥ 2.21.2; exchanged through WeChat's
-    getPhoneNumber with the app's access_token) or, old style, ``{"encryptedData", "iv"}``
+    From ``<button open-type="getPhoneNumber">``, send ``{"code": e.detail.code}`` (base
+    library ≥ 2.21.2; exchanged through WeChat's getPhoneNumber with the app's access_token) or, old style, ``{"encryptedData", "iv"}``
     (decrypted with the session_key like the profile). The watermark must name this app.
     """
     if "code" in args:
@@ -85,15 +91,17 @@ def _avatar_size_limit():
 
 
 @blp.route("/avatar", methods=["POST"])
+@blp.doc(operationId="uploadAvatar")
 @login_required(blp, "invalid_request", "invalid_image", "payload_too_large")
 @blp.arguments(AvatarUploadSchema, location="files")
 @blp.response(200, ProfileSchema)
 def upload_avatar(args):
-    """Upload the ``chooseAvatar`` image (``wx.uploadFile``, multipart field ``file``).
+    """Upload the chooseAvatar image (wx.uploadFile, multipart field file).
 
-    JPEG, PNG or WebP, recognised by content; at most ``AVATAR_MAX_BYTES``; re-encoded
-    (metadata stripped, shrunk to ``AVATAR_MAX_SIDE`` px) and served at a stable URL, which
-    becomes ``avatar_url``.
+    Send the ``chooseAvatar`` temporary file with ``wx.uploadFile``, field ``file``. JPEG,
+    PNG or WebP, recognised by content; at most ``AVATAR_MAX_BYTES``; re-encoded (metadata
+    stripped, shrunk to ``AVATAR_MAX_SIDE`` px) and served at a stable URL, which becomes
+    ``avatar_url``.
     """
     cfg = current_app.config
     upload = args["file"]
