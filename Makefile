@@ -1,16 +1,18 @@
 # `make run`: a development server with the built-in WeChat emulator on http://$(HOST):$(PORT)
 #             (`make run HOST=0.0.0.0` listens on the LAN, for a phone or DevTools elsewhere)
 # `make test`: the architecture contracts (.importlinter), the whole test suite (SQLite; more
-#              databases with TEST_DATABASE_URLS), then the mini-program helper's tests with
-#              node when it is installed
+#              databases with TEST_DATABASE_URLS; the /docs browser test when chromium is
+#              installed), then the mini-program helper's and the OpenAPI document's tests
+#              with node when node and npm are installed
 # `make messages`: extract the translatable strings, update and compile the Chinese catalogue
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 5000
 HOST   ?= 127.0.0.1
 BIN     = $(VENV)/bin
+NODE_TEST = miniprogram/test
 
-.PHONY: run test install clean messages bench
+.PHONY: run test install clean messages bench node-deps
 
 install: $(VENV)/.installed
 
@@ -29,14 +31,22 @@ run: install .env
 test: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	@if command -v node >/dev/null 2>&1; then \
-		echo "--- mini-program helper (node --test) ---"; \
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory node-deps && \
+		echo "--- mini-program helper and OpenAPI document (node --test) ---" && \
 		WXAUTH_PYTHON="$(abspath $(BIN))/python" node --test --test-reporter=spec miniprogram/test/*.test.js; \
 	elif [ -n "$$REQUIRE_NODE" ]; then \
-		echo "node is required for the mini-program tests (REQUIRE_NODE is set)"; exit 1; \
+		echo "node and npm are required for the mini-program tests (REQUIRE_NODE is set)"; exit 1; \
 	else \
-		echo "*** node not found: SKIPPING the mini-program tests (miniprogram/test) ***"; \
+		echo "*** node or npm not found: SKIPPING the mini-program tests (miniprogram/test) ***"; \
 	fi
+
+# the node tests' own packages (ajv for the OpenAPI test), exactly as locked
+node-deps: $(NODE_TEST)/node_modules/.installed
+
+$(NODE_TEST)/node_modules/.installed: $(NODE_TEST)/package.json $(NODE_TEST)/package-lock.json
+	npm ci --prefix $(NODE_TEST) --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The login-path benchmark (bench/run.py); installs wrk from Debian's packages when missing.
 bench: install
@@ -55,4 +65,4 @@ messages: install
 	$(BIN)/pybabel compile -d $(CATALOGUE) --statistics
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache $(NODE_TEST)/node_modules

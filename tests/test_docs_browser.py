@@ -32,10 +32,9 @@ OPERATIONS = {"POST /auth/login", "POST /auth/refresh", "POST /auth/logout",
 
 
 def _need(what: str) -> None:
-    message = f"{what}: SKIPPING the /docs browser test"
     if services.IN_CI:
-        pytest.fail(f"CI=true requires the browser test; {message}")
-    pytest.skip(message)
+        pytest.fail(f"CI=true requires the /docs browser test: {what}")
+    pytest.skip(f"{what}: SKIPPING the /docs browser test")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,180 @@
+/**
+ * The served /openapi.json as JavaScript tools (Apifox, YApi, Postman, ajv) read it:
+ * - every `pattern` compiles as an ECMAScript RegExp (with the 'u' flag, as ajv compiles
+ *   them) and means what the server checks: a control character or a final newline fails;
+ * - every schema compiles with ajv in strict mode (OpenAPI's `example` and `nullable` known);
+ * - a valid instance of every schema validates: the real requests the server accepted and
+ *   its real answers (log in through the emulator, profile, phone, avatar, refresh, errors),
+ *   and the document's own error examples.
+ */
+'use strict';
+
+const assert = require('node:assert/strict');
+const { after, before, test } = require('node:test');
+
+const Ajv = require('ajv');
+const addFormats = require('ajv-formats');
+
+const { startServer, emulatorPost } = require('./server.js');
+
+const REF = '#/components/schemas/';
+let server;
+let doc;
+let ajv;
+const validated = new Set(); // component schemas a valid instance was checked against
+
+before(async () => {
+  server = await startServer();
+  const r = await fetch(`${server.url}/openapi.json`);
+  assert.equal(r.status, 200);
+  doc = await r.json();
+  ajv = new Ajv({ strict: true, allErrors: true });
+  addFormats(ajv);
+  ajv.addVocabulary(['example']); // OpenAPI's annotation; `nullable` ajv knows itself
+  // the component schemas under one id, their $refs pointing there
+  const schemas = JSON.parse(JSON.stringify(doc.components.schemas).split(`"${REF}`).join('"doc#/definitions/'));
+  ajv.addSchema({ $id: 'doc', definitions: schemas });
+});
+
+after(() => {
+  if (server) server.stop();
+});
+
+function patterns(node, found = []) {
+  if (Array.isArray(node)) node.forEach((v) => patterns(v, found));
+  else if (node && typeof node === 'object') {
+    for (const [key, value] of Object.entries(node)) {
+      if (key === 'pattern' && typeof value === 'string') found.push(value);
+      else patterns(value, found);
+    }
+  }
+  return found;
+}
+
+/** Validate `instance` against the schema `ref` ({$ref: '#/components/schemas/X'}). */
+function check(schema, instance, what) {
+  assert.ok(schema && schema.$ref && schema.$ref.startsWith(REF), `${what}: no schema $ref`);
+  const name = schema.$ref.slice(REF.length);
+  const validate = ajv.getSchema(`doc#/definitions/${name}`);
+  assert.ok(validate(instance), `${what} does not match ${name}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(instance)}`);
+  validated.add(name);
+}
+
+function operation(method, path) {
+  const op = doc.paths[path] && doc.paths[path][method.toLowerCase()];
+  assert.ok(op, `${method} ${path} is not documented`);
+  return op;
+}
+
+/** Send a request; check its JSON body against the documented request schema and the
+ * answer against the documented response schema of its status. */
+async function call(method, path, { body, token, form, formInstance } = {}) {
+  const op = operation(method, path);
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let payload;
+  if (form) {
+    payload = form;
+    check(op.requestBody.content['multipart/form-data'].schema, formInstance, `${method} ${path} request`);
+  } else if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    payload = JSON.stringify(body);
+  }
+  const r = await fetch(server.url + path, { method, headers, body: payload });
+  const response = op.responses[String(r.status)];
+  assert.ok(response, `${method} ${path}: status ${r.status} is not documented`);
+  if (body !== undefined && r.status < 400) {
+    check(op.requestBody.content['application/json'].schema, body, `${method} ${path} request`);
+  }
+  if (r.status === 204) return { status: r.status };
+  const type = r.headers.get('content-type').split(';')[0];
+  const data = await r.json();
+  check(response.content[type].schema, data, `${method} ${path} ${r.status} answer`);
+  return { status: r.status, data };
+}
+
+test('every pattern compiles as a JavaScript RegExp and means what the server checks', () => {
+  const found = patterns(doc);
+  assert.ok(found.length >= 8, `only ${found.length} patterns`);
+  for (const source of new Set(found)) {
+    const re = new RegExp(source, 'u'); // throws on Python-only syntax such as (?P<…>)
+    assert.equal(re.test('小明 Xiao Ming'), true, source);
+    assert.equal(re.test('text\n'), false, `${source} accepts a final newline`);
+    assert.equal(re.test('a\u0000b'), false, `${source} accepts NUL`);
+    assert.equal(re.test('Z'), true, `${source} refuses "Z" (read \\Z as a literal?)`);
+  }
+});
+
+test('every schema compiles with ajv (strict)', () => {
+  for (const name of Object.keys(doc.components.schemas)) {
+    assert.ok(ajv.getSchema(`doc#/definitions/${name}`), name);
+  }
+});
+
+test('the document has servers and an operationId per operation', () => {
+  assert.deepEqual(doc.servers, [{ url: server.url }]);
+  const ids = [];
+  for (const item of Object.values(doc.paths)) {
+    for (const op of Object.values(item)) ids.push(op.operationId);
+  }
+  assert.ok(ids.every((id) => /^[a-z][A-Za-z]+$/.test(id)), ids.join());
+  assert.equal(new Set(ids).size, ids.length);
+});
+
+test('the error examples validate against their schema', () => {
+  let count = 0;
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      for (const [status, response] of Object.entries(op.responses)) {
+        if (Number(status) < 400) continue;
+        const media = response.content['application/problem+json'];
+        const examples = Object.entries(media.examples || {});
+        assert.ok(examples.length > 0, `${method} ${path} ${status}: no example`);
+        for (const [code, example] of examples) {
+          check(media.schema, example.value, `${method} ${path} ${status} example ${code}`);
+          assert.equal(example.value.code, code);
+          assert.equal(example.value.status, Number(status));
+          count += 1;
+        }
+      }
+    }
+  }
+  assert.ok(count >= 40, `${count} examples`);
+});
+
+test('real requests and answers validate against their schemas, every schema once at least', async () => {
+  const openid = `o-openapi-${process.pid}`;
+  const { code } = await emulatorPost(server.emulatorUrl, '/dev/code', { openid });
+  const login = await call('POST', '/auth/login', { body: { code } });
+  assert.equal(login.status, 200);
+  const token = login.data.access_token;
+
+  assert.equal((await call('GET', '/profile', { token })).status, 200);
+  assert.equal((await call('GET', '/auth/session', { token })).status, 200);
+  assert.equal((await call('GET', '/healthz')).status, 200);
+  const patched = await call('PATCH', '/profile', {
+    token, body: { nickname: '小明', gender: 1, city: 'Hangzhou', country: null } });
+  assert.equal(patched.status, 200);
+  const detail = await emulatorPost(server.emulatorUrl, '/dev/encrypt',
+    { openid, data: { nickName: 'Node', gender: 1 } });
+  assert.equal((await call('POST', '/profile', { token, body: detail })).status, 200);
+  const phone = await emulatorPost(server.emulatorUrl, '/dev/phone-code', { openid });
+  assert.equal((await call('POST', '/profile/phone', { token, body: { code: phone.code } })).status, 200);
+
+  const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+  const form = new FormData();
+  form.append('file', new Blob([png], { type: 'image/png' }), 'tmp_avatar.png');
+  const avatar = await call('POST', '/profile/avatar', { token, form, formInstance: { file: png.toString('latin1') } });
+  assert.equal(avatar.status, 200);
+
+  // problems: documented statuses, problem+json bodies matching the Problem schema
+  assert.equal((await call('PATCH', '/profile', { token, body: { gender: 9 } })).status, 400);
+  assert.equal((await call('POST', '/auth/login', { body: { code: 'used-or-never-minted' } })).status, 400);
+  assert.equal((await call('GET', '/profile', { token: 'not-a-jwt' })).status, 401);
+
+  const refreshed = await call('POST', '/auth/refresh', { token: login.data.refresh_token });
+  assert.equal(refreshed.status, 200);
+  assert.equal((await call('POST', '/auth/logout', { token: refreshed.data.access_token })).status, 204);
+
+  assert.deepEqual([...validated].sort(), Object.keys(doc.components.schemas).sort());
+});
