@@ -39,11 +39,12 @@ def openapi_document():
 def document(server_url: str) -> dict[str, Any]:
     """The OpenAPI document as a dict, its ``servers`` entry pointing at `server_url`."""
     spec = api.spec.to_dict()
-    schemas = spec.get("components", {}).get("schemas", {})
-    for name in UNUSED_SCHEMAS:
-        schemas.pop(name, None)
+    components = dict(spec.pop("components", {}))  # (a copy: apispec keeps the dicts inside)
+    components["schemas"] = {name: schema
+                             for name, schema in components.get("schemas", {}).items()
+                             if name not in UNUSED_SCHEMAS}
     return {"openapi": spec.pop("openapi"), "info": spec.pop("info"),
-            "servers": [{"url": server_url.rstrip("/")}], **spec}
+            "servers": [{"url": server_url.rstrip("/")}], **spec, "components": components}
 
 
 def register_docs(app: Flask) -> None:
