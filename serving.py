@@ -29,6 +29,7 @@ from pythonjsonlogger.json import JsonFormatter
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(request_id)s %(message)s"
 JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
+NO_REQUEST = {"request_id": "-"}  # a line written outside any request
 
 
 def parse_networks(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -62,6 +63,8 @@ class JsonLineFormatter(_IsoTime, JsonFormatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = NO_REQUEST["request_id"]
         if record.exc_info and record.exc_text:
             exc_info, record.exc_info = record.exc_info, None
             try:
@@ -76,7 +79,7 @@ def json_formatter() -> JsonLineFormatter:
 
 
 def text_formatter() -> TextFormatter:
-    return TextFormatter(TEXT_FORMAT)
+    return TextFormatter(TEXT_FORMAT, defaults=NO_REQUEST)
 
 
 def log_handler(log_format: str = "text", stream: Any = None) -> logging.Handler:
