@@ -14,13 +14,15 @@ import threading
 
 import pytest
 import requests
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import ConfigError
-from helpers import APPID, LiveServer, assert_problem, emulator_stats
+from helpers import APPID, LiveServer, assert_problem, emulator_stats, free_port
 from test_logs import json_lines
 from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
 from wxauth import create_app
+from wxauth.wechat.client import Guard, WeChatClient, WeChatUnavailable, WeChatUnreachable
 
 METRICS_TOKEN = "metrics-" + secrets.token_urlsafe(24)
 
@@ -183,3 +185,30 @@ def test_metrics_are_off_without_a_token_and_need_it_when_set(app_config):
 def test_a_short_metrics_token_is_refused(app_config):
     with pytest.raises(ConfigError, match="METRICS_TOKEN"):
         create_app(dict(app_config, METRICS_TOKEN="short"))
+
+
+def test_the_circuit_breaker_state_and_failed_calls_are_exported():
+    """A WeChat that refuses connections: each failure is counted as `unreachable`; the
+    second opens the circuit (state 2, one more opening), after which calls are not made
+    (`unavailable`)."""
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    calls = "wxauth_wechat_calls_total"
+    before = {errcode: sample(calls, api="code2Session", errcode=errcode)
+              for errcode in ("unreachable", "unavailable")}
+    opened = sample("wxauth_wechat_circuit_opened_total")
+    guard = Guard(max_calls=4, failures=2, cooldown=60)
+    assert sample("wxauth_wechat_circuit_state") == 0
+    client = WeChatClient(APPID, "secret", base_url=f"http://127.0.0.1:{free_port()}",
+                          timeout=1, guard=guard)
+    for _ in range(2):
+        with pytest.raises(WeChatUnreachable):
+            client.code2session("a-code")
+    assert sample("wxauth_wechat_circuit_state") == 2
+    assert sample("wxauth_wechat_circuit_opened_total") == opened + 1
+    with pytest.raises(WeChatUnavailable):
+        client.code2session("a-code")
+    assert sample(calls, api="code2Session", errcode="unreachable") == before["unreachable"] + 2
+    assert sample(calls, api="code2Session", errcode="unavailable") == before["unavailable"] + 1
+    client.close()
