@@ -17,7 +17,6 @@ Which rules apply depends on the mode:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
@@ -33,6 +32,8 @@ from cryptography.fernet import Fernet
 from dotenv import load_dotenv
 from limits import parse_many
 from sqlalchemy.engine import URL, make_url
+
+from serving import parse_networks  # (shared with gunicorn.conf.py)
 
 _BEFORE_DOTENV = frozenset(os.environ)
 load_dotenv()
@@ -199,6 +200,10 @@ class Config:
     LOG_FORMAT = env_str("LOG_FORMAT", "text")  # text | json
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 
+    # --- Metrics (GET /metrics, Prometheus text format; wxauth.web.metrics) ----------------
+    # the Bearer token a scraper sends (16+ characters); unset: /metrics answers 404
+    METRICS_TOKEN = env_str("METRICS_TOKEN")
+
     # --- HTTP ----------------------------------------------------------------------------
     MAX_CONTENT_LENGTH = env_number("MAX_CONTENT_LENGTH", 64 * 1024, int)  # bytes per request
     JSON_MAX_DEPTH = 32  # nesting levels accepted in a JSON body
@@ -291,6 +296,10 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
         cfg["MEDIA_ROOT"] = str(Path(instance_path) / "media")
 
     check(_api_docs, cfg)
+    token = cfg.get("METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or len(token.strip()) < 16):
+        problems.append("METRICS_TOKEN is shorter than 16 characters: use a long random token, "
+                        "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
     try:
         parse_many(cfg["LOGIN_RATE_LIMIT"])
@@ -483,14 +492,6 @@ def _gevent_patched() -> bool:
     """Whether gevent has patched the standard library (gunicorn's gevent workers)."""
     monkey = sys.modules.get("gevent.monkey")
     return monkey is not None and monkey.is_module_patched("socket")
-
-
-def parse_networks(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """'127.0.0.1, 10.0.0.0/8' → networks; ValueError when an item is not an address."""
-    if not value:
-        return ()
-    return tuple(ipaddress.ip_network(item.strip(), strict=False)
-                 for item in value.split(",") if item.strip())
 
 
 def _instance_secret(instance_path: str, filename: str, generate: Callable[[], str]) -> str:

@@ -17,8 +17,12 @@ itself. README, "When things fail" and Performance, has the measurements.
 
 import gc
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+
+import serving
 
 _PROBLEMS = []  # malformed GUNICORN_* numbers, reported by on_starting
 
@@ -48,6 +52,12 @@ control_socket_disable = True
 
 
 def on_starting(server):
+    """Before listening or booting a worker: the settings' check, then the metrics folder."""
+    _check_settings(server)
+    _metrics_folder(server)
+
+
+def _check_settings(server):
     """Check the settings before listening or booting a worker: load the app once in a
     child process, as a worker would (the master itself imports none of it, so gevent
     patches each worker before its first import). On a configuration error the child has
@@ -97,3 +107,56 @@ def post_worker_init(worker):
     mappings) lives as long as the process, so it moves out of the cyclic collector's way,
     whose full passes over it showed in every request (README, Performance)."""
     gc.freeze()
+
+
+# --- Trusted proxies: gunicorn's forwarded_allow_ips (X-Forwarded-Proto, forwarder headers)
+# are the app's TRUSTED_PROXIES (wxauth.web.proxy), one list for both; unset: none.
+forwarded_allow_ips = ",".join(str(n) for n in serving.parse_networks(
+    os.environ.get("TRUSTED_PROXIES", "").strip()))
+
+
+# --- Logs: with LOG_FORMAT=json gunicorn's own lines are JSON too, in the app's format
+# (serving.gunicorn_logconfig); GUNICORN_ACCESSLOG still decides whether access lines exist.
+if os.environ.get("LOG_FORMAT", "").strip() == "json":
+    logconfig_dict = serving.gunicorn_logconfig(
+        os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO", accesslog)
+
+
+# --- Metrics: prometheus_client's multiprocess mode, so /metrics adds up every worker
+# (wxauth.metrics). The master sets PROMETHEUS_MULTIPROC_DIR before it forks a worker (which
+# imports prometheus_client only then): a fresh temporary directory, removed on exit, or the
+# operator's own, emptied at start.
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_METRICS_TEMP_PREFIX = "wxauth-metrics-"
+
+
+def _metrics_folder(server):
+    """Give the workers an empty directory for their metric values (after the settings'
+    check, whose child process must not write there)."""
+    if "prometheus_client" in sys.modules:  # (preload_app: the app loaded in the master)
+        server.log.warning("wxauth: prometheus_client was imported before the metrics "
+                           "folder was set: /metrics will not add up the workers")
+    given = os.environ.get(_METRICS_DIR, "").strip()
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(given, name))
+    else:
+        os.environ[_METRICS_DIR] = tempfile.mkdtemp(prefix=_METRICS_TEMP_PREFIX)
+
+
+def child_exit(server, worker):
+    """A worker ended: its live gauges (the circuit breaker's state) stop counting."""
+    if os.environ.get(_METRICS_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the temporary directory on_starting made (an operator's own stays)."""
+    path = os.environ.get(_METRICS_DIR, "")
+    if (os.path.dirname(path) == tempfile.gettempdir()
+            and os.path.basename(path).startswith(_METRICS_TEMP_PREFIX)):
+        shutil.rmtree(path, ignore_errors=True)

@@ -171,7 +171,7 @@ def test_gunicorn_refuses_development_mode_from_a_leftover_env_file(tmp_path, em
     with one line naming the cause; WXAUTH_ALLOW_DEVELOPMENT=1 is the documented override."""
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("config.py", "wsgi.py", "gunicorn.conf.py"):
+    for name in ("config.py", "serving.py", "wsgi.py", "gunicorn.conf.py"):
         shutil.copy(ROOT / name, project)
     shutil.copytree(ROOT / "wxauth", project / "wxauth",
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,11 +1,27 @@
 """Logs: a line per request with its id, JSON on request, and secrets redacted everywhere."""
 
+import http.client
 import json
 import logging
+from datetime import datetime
+
+import pytest
 
 from helpers import JWT_KEY, SECRET, Process, ServerClient, free_port, run
 from wxauth import create_app
 from wxauth.redaction import RedactingFilter
+
+
+def json_lines(output: str) -> list[dict]:
+    """Every line of a process's output as a JSON object (AssertionError naming the first
+    line that is not one)."""
+    lines = []
+    for line in output.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"not a JSON line: {line!r}") from None
+    return lines
 
 
 class OwnLogging:
@@ -40,10 +56,11 @@ def test_redacting_filter_unit():
     assert f.redact("errcode=40029 for openid o1") == "errcode=40029 for openid o1"
 
 
-def test_every_logger_is_redacted_including_tracebacks(app_config, capsys):
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_every_logger_is_redacted_including_tracebacks(app_config, capsys, log_format):
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abcdefgh"
     with OwnLogging():
-        app = create_app(app_config)
+        app = create_app(dict(app_config, LOG_FORMAT=log_format))
         logging.getLogger("wxauth.errors").warning("token %s secret=%s", token, SECRET)
         logging.getLogger("sqlalchemy.engine").warning(
             "params {'session_key': 'c2VjcmV0a2V5MTIzNA=='}")
@@ -95,4 +112,64 @@ def test_gunicorn_json_logs_a_line_per_request_without_secrets(production_env, e
     output = server.output()
     for secret in (SECRET, JWT_KEY, session_key, code, tokens["access_token"],
                    tokens["refresh_token"], detail["encryptedData"]):
+        assert secret not in output
+
+
+def get_from(source: str, port: int, path: str, **headers: str) -> int:
+    """GET `path` from 127.0.0.1:`port` over a connection made from the address `source`
+    (any 127.x address is this machine's)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                            source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers={"Connection": "close", **headers})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_gunicorn_lines_are_json_with_zoned_times_client_addresses_and_no_secrets(
+        production_env, emulator):
+    """LOG_FORMAT=json: every line gunicorn's master, its worker and the app write is one
+    JSON object (gunicorn's start-up lines and its access lines included), with an ISO 8601
+    time carrying its zone; the access lines' client address follows X-Forwarded-For only
+    from TRUSTED_PROXIES, in gunicorn's access line as in the app's; secrets sent in a
+    request appear nowhere."""
+    env = dict(production_env, LOG_FORMAT="json", LOG_LEVEL="DEBUG", GUNICORN_ACCESSLOG="-",
+               TRUSTED_PROXIES="127.0.0.1")
+    assert run(["flask", "--app", "wsgi", "db", "upgrade"], env).returncode == 0
+    port = free_port()
+    server = Process(["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"], env,
+                     f"http://127.0.0.1:{port}")
+    try:
+        client = ServerClient(server.url, emulator)
+        code = emulator.mint("o-json-lines")["code"]
+        tokens = client.post("/auth/login", json={"code": code}).json()
+        leaky = f"/healthz?code={code}&secret={SECRET}&token={tokens['access_token']}"
+        assert get_from("127.0.0.1", port, leaky, **{
+            "X-Forwarded-For": "198.51.100.7", "X-Request-ID": "req-via-proxy-1"}) == 200
+        assert get_from("127.0.0.2", port, leaky, **{
+            "X-Forwarded-For": "198.51.100.8", "X-Request-ID": "req-direct-0001"}) == 200
+    finally:
+        server.stop()
+    output = server.output()
+    lines = json_lines(output)
+    messages = [line["message"] for line in lines]
+    assert any(m.startswith("Starting gunicorn") for m in messages), messages
+    assert any(m.startswith("Booting worker") for m in messages), messages
+    for line in lines:
+        assert datetime.fromisoformat(line["time"]).tzinfo is not None, line
+
+    def access(logger: str, request_id: str) -> dict:
+        [line] = [x for x in lines if x["logger"] == logger and x["request_id"] == request_id]
+        return line
+
+    for logger in ("gunicorn.access", "wxauth.request"):
+        assert access(logger, "req-via-proxy-1")["remote_addr"] == "198.51.100.7"
+        assert access(logger, "req-direct-0001")["remote_addr"] == "127.0.0.2"
+    proxied = access("gunicorn.access", "req-via-proxy-1")
+    assert proxied["status"] == 200 and proxied["path"] == "/healthz"
+    assert proxied["message"].startswith("198.51.100.7 ")
+    # gunicorn trusts the same proxies (its X-Forwarded-Proto handling, forwarder headers)
+    assert "forwarded_allow_ips: ['127.0.0.1/32']" in output
+    for secret in (SECRET, JWT_KEY, code, tokens["access_token"], tokens["refresh_token"]):
         assert secret not in output

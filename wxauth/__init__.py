@@ -26,6 +26,7 @@ from .services.programs import MiniProgram
 from .state import EMULATOR_MOUNT, EXTENSION_KEY, AppState, state
 from .wechat.client import Guard
 from .web.logs import configure_logging
+from .web.metrics import configure_metrics
 from .web.proxy import TrustedProxyFix
 from .web.ratelimit import RateLimit
 
@@ -55,6 +56,7 @@ def create_app(settings: Mapping[str, Any] | object | None = None) -> Flask:
     config.complete(app.config, instance_path=app.instance_path,
                     production=not (app.debug or app.testing))
     configure_logging(app)
+    configure_metrics(app)
 
     register_state(app)
     register_extensions(app)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import marshmallow as ma
-from flask import Flask, Response, request
+from flask import Flask, Response, g, has_request_context, request
 from flask_babel import LazyString, gettext
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
@@ -138,6 +138,10 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(429, "rate_limited", _l("Too many requests"),
                     _l("Wait for Retry-After seconds before trying again."),
                     detail=_l("Rate limit reached.")),
+        # GET /metrics (wxauth.web.metrics)
+        ProblemKind(401, "metrics_token_required", _l("Metrics token required"),
+                    _l("Send 'Authorization: Bearer <METRICS_TOKEN>'."),
+                    detail=_l("GET /metrics answers only the metrics token.")),
     )
 }
 
@@ -231,7 +235,10 @@ def problem_response(code: str, detail: str | None = None, *,
                      **extra: Any) -> Response:
     """Build the ``application/problem+json`` response for problem `code`: `title` and
     `detail` in the request's language (`wxauth.i18n`), ``Content-Language`` saying which,
-    ``Vary: Accept-Language``."""
+    ``Vary: Accept-Language``. In a request, `code` is kept as ``g.problem_code`` for the
+    access line and the metrics (`wxauth.web.metrics`)."""
+    if has_request_context():
+        g.problem_code = code
     body = problem_body(code, detail, advice=advice, **extra)
     response = Response(json.dumps(body, ensure_ascii=False), status=body["status"],
                         mimetype=PROBLEM_MIMETYPE)

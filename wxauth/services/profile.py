@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .. import metrics
 from ..errors import Problem
 from ..extensions import db
 from ..i18n import _l
@@ -136,11 +137,19 @@ def explain_decrypt_failure(user: User) -> Problem:
 def open_encrypted(user: User, encrypted_data: bytes, iv: bytes,
                    watermark_max_age: int) -> dict[str, Any]:
     """`open_encrypted_data`, where decrypt_failed says whether the stored session_key is
-    stale (Problem(decrypt_failed) with ``session_key_valid``)."""
+    stale (Problem(decrypt_failed) with ``session_key_valid``). Each failure is counted by
+    reason (`wxauth.metrics.DECRYPT_FAILURES`) and logged with it: the reason, the user's
+    id and appid, ``session_key_valid``; never the key or the data."""
     try:
         return open_encrypted_data(user, encrypted_data, iv, watermark_max_age)
-    except crypto.DecryptError:
-        raise explain_decrypt_failure(user) from None
+    except crypto.DecryptError as exc:
+        metrics.DECRYPT_FAILURES.labels(exc.reason).inc()
+        problem = explain_decrypt_failure(user)
+        log.info("decrypt_failed: reason=%s user=%s appid=%s session_key_valid=%s",
+                 exc.reason, user.id, user.appid, problem.extra["session_key_valid"],
+                 extra={"reason": exc.reason, "user_id": user.id,
+                        "session_key_valid": problem.extra["session_key_valid"]})
+        raise problem from None
 
 
 def update_from_encrypted(user: User, encrypted_data: bytes, iv: bytes, *,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask import g
+
 from ..errors import WECHAT_CODES, documents_problems
 from ..services import sessions
 from .ratelimit import limited
@@ -29,7 +31,9 @@ def login(args):
     mini-programs, ``appid`` says which one is logging in. The ``refresh_token`` (30 days) gets
     a new pair from ``POST /auth/refresh``. Limited per client IP (429 ``rate_limited``).
     """
-    return sessions.log_in(args.get("appid"), args["code"])
+    result = sessions.log_in(args.get("appid"), args["code"])
+    g.login_outcome = "new" if result["is_new_user"] else "returning"  # (web.metrics)
+    return result
 
 
 @blp.route("/refresh", methods=["POST"])

@@ -5,28 +5,33 @@
   every log line written while handling the request.
 - One access line per request on the ``wxauth.request`` logger: method, path, status,
   duration in ms, client address.
-- ``LOG_FORMAT=json`` writes one JSON object per line (python-json-logger).
-- `wxauth.redaction.RedactingFilter` removes the AppSecret, the JWT key, session_keys,
-  login codes, tokens, encryptedData/iv/signature values and anything shaped like a JWT from
-  messages and tracebacks, whichever logger wrote them.
+- ``LOG_FORMAT=json`` writes one JSON object per line (python-json-logger); timestamps
+  are ISO 8601 with the zone. The formats are `serving`'s, which gunicorn's own lines use
+  too (gunicorn.conf.py).
+- `wxauth.redaction.RedactingFilter` removes the AppSecret, the JWT key, the metrics token,
+  session_keys, login codes, tokens, encryptedData/iv/signature values and anything shaped
+  like a JWT from messages and tracebacks, whichever logger wrote them, gunicorn's
+  included.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 import uuid
 
 from flask import Flask, g, has_request_context, request
 
+import serving
+
 from ..redaction import RedactingFilter
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}\Z")
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-_JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"
+# gunicorn's loggers: their own handlers (text mode) or a file's (GUNICORN_ACCESSLOG) may
+# not pass through ours, so they are filtered themselves
+GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
 
 access_log = logging.getLogger("wxauth.request")
 
@@ -45,25 +50,28 @@ def configure_logging(app: Flask) -> None:
     A stream handler (text or JSON) goes on the root logger unless the process already
     configured one (pytest, an embedding application). The request-id and redacting filters
     go on that handler, where they see every logger's records; when the process owns the
-    handlers, they go on each ``wxauth`` logger instead. Either way each record is redacted
-    once.
+    handlers, they go on each ``wxauth`` logger instead. gunicorn's loggers get the
+    redacting filter themselves, whatever handlers they write to.
     """
     cfg = app.config
     redactor = RedactingFilter([cfg.get("WECHAT_SECRET"), cfg.get("JWT_SECRET_KEY"),
                                 *(s["secret"] for s in cfg.get("WECHAT_APP_SETTINGS", {}).values()),
-                                *str(cfg.get("SESSION_KEY_ENCRYPTION_KEY") or "").split(",")])
+                                *str(cfg.get("SESSION_KEY_ENCRYPTION_KEY") or "").split(","),
+                                cfg.get("METRICS_TOKEN")])
     request_ids = RequestIdFilter()
     logging.getLogger("wxauth").setLevel(cfg["LOG_LEVEL"])
     # A logger's filters see only its own records, not its children's: each of ours.
     names = {"wxauth", access_log.name,
              *(n for n in logging.root.manager.loggerDict if n.startswith("wxauth."))}
-    for name in names:
+    for name in (*names, *GUNICORN_LOGGERS):
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, (RedactingFilter, RequestIdFilter))]:
             logger.removeFilter(old)
+    for name in GUNICORN_LOGGERS:
+        logging.getLogger(name).addFilter(redactor)
 
     root = logging.getLogger()
-    ours = [h for h in root.handlers if getattr(h, "_wxauth", False)]
+    ours = [h for h in root.handlers if serving.is_own_handler(h)]
     if root.handlers and not ours:  # someone else owns the handlers: filter our loggers
         for name in names:
             logging.getLogger(name).addFilter(request_ids)
@@ -71,15 +79,7 @@ def configure_logging(app: Flask) -> None:
     else:
         for old in ours:
             root.removeHandler(old)
-        handler = logging.StreamHandler(sys.stderr)
-        handler._wxauth = True  # type: ignore[attr-defined]
-        if cfg["LOG_FORMAT"] == "json":
-            from pythonjsonlogger.json import JsonFormatter
-
-            handler.setFormatter(JsonFormatter(_JSON_FIELDS, rename_fields={
-                "asctime": "time", "levelname": "level", "name": "logger"}))
-        else:
-            handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+        handler = serving.log_handler(cfg["LOG_FORMAT"])
         handler.addFilter(request_ids)
         handler.addFilter(redactor)
         root.addHandler(handler)
@@ -104,5 +104,5 @@ def configure_logging(app: Flask) -> None:
             "%s %s %s %.1fms", request.method, request.path, response.status_code, duration_ms,
             extra={"method": request.method, "path": request.path,
                    "status": response.status_code, "duration_ms": duration_ms,
-                   "remote_addr": request.remote_addr})
+                   "remote_addr": request.remote_addr, "problem": g.get("problem_code")})
         return response

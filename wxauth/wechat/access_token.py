@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
+from .. import metrics
 from .client import AccessTokenInvalid, WeChatClient
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class AccessTokenManager:
             return None, None
 
     def get(self) -> str:
-        """The current access_token, fetched from WeChat only when no worker has one cached.
+        """The current access_token, fetched from WeChat only when no worker has one cached
+        (each fetch counted: `wxauth.metrics.ACCESS_TOKEN_FETCHES`).
 
         Raises:
             WeChatError subclasses from the fetch; the store's LockTimeout
@@ -88,7 +90,12 @@ class AccessTokenManager:
             _, entry = self._cached()  # another worker may have fetched while we waited
             if entry:
                 return entry["token"]
-            fetched = self.client.get_access_token(stable=self.stable)
+            try:
+                fetched = self.client.get_access_token(stable=self.stable)
+            except Exception:
+                metrics.ACCESS_TOKEN_FETCHES.labels(self.client.appid, "failed").inc()
+                raise
+            metrics.ACCESS_TOKEN_FETCHES.labels(self.client.appid, "ok").inc()
             now = time.time()
             ttl = max(1, fetched.expires_in - self.margin)
             self.store.set(self.key, json.dumps({

@@ -34,6 +34,7 @@ from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import Timeout
 
+from .. import metrics
 from ..redaction import RedactingFilter, redact
 from . import jsontext
 from .crypto import DecryptError, session_key_bytes
@@ -47,7 +48,14 @@ log = logging.getLogger(__name__)
 
 
 class WeChatError(Exception):
-    """Base class for every failure talking to WeChat. Messages never contain secrets."""
+    """Base class for every failure talking to WeChat. Messages never contain secrets.
+
+    Attributes:
+        outcome: how the call ended, as the ``errcode`` label of the WeChat call metric
+            (`wxauth.metrics.WECHAT_CALLS`): WeChat's errcode, or a word when it gave none.
+    """
+
+    outcome = "error"
 
 
 class WeChatAPIError(WeChatError):
@@ -62,6 +70,10 @@ class WeChatAPIError(WeChatError):
         self.errcode = errcode
         self.errmsg = errmsg
         super().__init__(f"WeChat errcode {errcode}: {errmsg}")
+
+    @property
+    def outcome(self) -> str:  # type: ignore[override]
+        return str(self.errcode)
 
 
 class WeChatBusy(WeChatAPIError):
@@ -99,13 +111,19 @@ class SessionKeyStale(WeChatAPIError):
 class WeChatBadResponse(WeChatError):
     """WeChat's answer was not usable: an HTTP error status, not JSON, or fields missing."""
 
+    outcome = "bad_response"
+
 
 class WeChatTimeout(WeChatError):
     """WeChat did not answer within the configured timeout."""
 
+    outcome = "timeout"
+
 
 class WeChatUnreachable(WeChatError):
     """No connection to WeChat could be made (DNS, refused, reset)."""
+
+    outcome = "unreachable"
 
 
 class WeChatUnavailable(WeChatError):
@@ -115,6 +133,8 @@ class WeChatUnavailable(WeChatError):
     Attributes:
         retry_after: seconds after which trying again makes sense (int ≥ 1).
     """
+
+    outcome = "unavailable"
 
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
@@ -178,6 +198,13 @@ for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retr
 # --- client ----------------------------------------------------------------------------------
 
 
+class _CircuitMetrics(pybreaker.CircuitBreakerListener):
+    """The breaker's state changes → `wxauth.metrics.circuit_state`."""
+
+    def state_change(self, cb, old_state, new_state) -> None:
+        metrics.circuit_state(new_state.name)
+
+
 class Guard:
     """What protects WeChat and us from each other, shared by the clients of one process.
 
@@ -202,7 +229,8 @@ class Guard:
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=failures, reset_timeout=cooldown, state_storage=self._opened,
             exclude=[lambda exc: not isinstance(exc, (WeChatTimeout, WeChatUnreachable))],
-            throw_new_error_on_trip=False, name="wechat")
+            throw_new_error_on_trip=False, name="wechat", listeners=[_CircuitMetrics()])
+        metrics.circuit_state(self.breaker.current_state)
 
     @property
     def state(self) -> str:
@@ -314,7 +342,8 @@ class WeChatClient:
             "js_code": js_code,
             "grant_type": "authorization_code",
         }
-        data = self._call("GET", "/sns/jscode2session", params=params, secrets=(js_code,))
+        data = self._call("GET", "/sns/jscode2session", "code2Session", params=params,
+                          secrets=(js_code,))
         openid, session_key = data.get("openid"), data.get("session_key")
         unionid = data.get("unionid") or None
         if not isinstance(openid, str) or not openid or not isinstance(session_key, str):
@@ -342,11 +371,12 @@ class WeChatClient:
             WeChatBusy, WeChatBadResponse, WeChatTimeout, WeChatUnreachable.
         """
         if stable:
-            data = self._call("POST", "/cgi-bin/stable_token", params={}, json_body={
+            data = self._call("POST", "/cgi-bin/stable_token", "getStableAccessToken",
+                              params={}, json_body={
                 "grant_type": "client_credential", "appid": self.appid,
                 "secret": self._secret, "force_refresh": force_refresh})
         else:
-            data = self._call("GET", "/cgi-bin/token", params={
+            data = self._call("GET", "/cgi-bin/token", "getAccessToken", params={
                 "grant_type": "client_credential", "appid": self.appid, "secret": self._secret})
         token, expires_in = data.get("access_token"), data.get("expires_in")
         if not isinstance(token, str) or not token or not isinstance(expires_in, int):
@@ -364,7 +394,7 @@ class WeChatClient:
             InvalidCode (40029), AccessTokenInvalid (40001/42001), WeChatRateLimited (45011),
             WeChatBusy (-1), WeChatAPIError, WeChatBadResponse, WeChatTimeout, WeChatUnreachable.
         """
-        data = self._call("POST", "/wxa/business/getuserphonenumber",
+        data = self._call("POST", "/wxa/business/getuserphonenumber", "getPhoneNumber",
                           params={"access_token": access_token}, json_body={"code": code},
                           secrets=(access_token, code))
         info = data.get("phone_info")
@@ -387,7 +417,7 @@ class WeChatClient:
         """
         signature = hmac.new(session_key.encode(), b"", hashlib.sha256).hexdigest()
         try:
-            self._call("GET", "/wxa/checksession", params={
+            self._call("GET", "/wxa/checksession", "checkSessionKey", params={
                 "access_token": access_token, "openid": openid, "signature": signature,
                 "sig_method": "hmac_sha256"}, secrets=(access_token, signature))
         except SessionKeyStale:
@@ -403,7 +433,8 @@ class WeChatClient:
         Returns:
             WeChat's suggestion: ``"pass"``, ``"review"`` or ``"risky"``.
         """
-        data = self._call("POST", "/wxa/msg_sec_check", params={"access_token": access_token},
+        data = self._call("POST", "/wxa/msg_sec_check", "msgSecCheck",
+                          params={"access_token": access_token},
                           json_body={"version": 2, "openid": openid, "scene": scene,
                                      "content": content}, secrets=(access_token,))
         suggest = (data.get("result") or {}).get("suggest")
@@ -417,16 +448,34 @@ class WeChatClient:
         return redact(text, (self._secret, *secrets))
 
     def _call(
-        self, method: str, path: str, *, params: dict[str, Any],
+        self, method: str, path: str, api: str, *, params: dict[str, Any],
         json_body: dict[str, Any] | None = None, secrets: tuple[str, ...] = ()
     ) -> dict[str, Any]:
         """One API call within `deadline`: a slot, the circuit breaker, one more connection
         attempt when the first is refused, the errcode -1 retries; returns the JSON object.
+        Counted (`wxauth.metrics.wechat_call`) under WeChat's name for it, `api`, with its
+        errcode and duration.
 
         Raises:
             WeChatUnavailable when no slot frees up in time or the circuit is open; the
             errors of `_call_once` otherwise.
         """
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            data = self._guarded_call(method, path, params, json_body, secrets)
+            outcome = "0"
+            return data
+        except WeChatError as exc:
+            outcome = exc.outcome
+            raise
+        finally:
+            metrics.wechat_call(api, outcome, None if outcome == WeChatUnavailable.outcome
+                                else time.perf_counter() - started)
+
+    def _guarded_call(self, method: str, path: str, params: dict[str, Any],
+                      json_body: dict[str, Any] | None,
+                      secrets: tuple[str, ...]) -> dict[str, Any]:
         deadline = time.monotonic() + self.deadline
         guard = self.guard
         if guard.cooling_down():  # fail fast, without waiting for a slot

@@ -36,7 +36,20 @@ class DecryptError(OpenDataError):
 
     Usual cause: the session_key rotated (a `wx.login` ran after the data was fetched), or
     encryptedData/iv were mangled on the way (`+` turned into a space, swapped arguments).
+
+    Attributes:
+        reason: one of `REASONS`, safe to log (never the key or the data):
+            ``session_key`` (the stored key is not base64 of 16 bytes), ``iv`` (not 16
+            bytes), ``length`` (the ciphertext is not whole AES blocks), ``padding`` (the
+            PKCS#7 padding is wrong: another key, or altered data), ``not_json`` (the
+            plaintext is not UTF-8 JSON), ``not_object`` (JSON, but not an object).
     """
+
+    REASONS = ("session_key", "iv", "length", "padding", "not_json", "not_object")
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class WatermarkMismatch(OpenDataError):
@@ -59,9 +72,9 @@ def session_key_bytes(session_key: str) -> bytes:
     try:
         key = base64.b64decode(session_key, validate=True)
     except (binascii.Error, ValueError):
-        raise DecryptError("stored session_key is not valid base64") from None
+        raise DecryptError("stored session_key is not valid base64", "session_key") from None
     if len(key) != BLOCK_SIZE:
-        raise DecryptError("stored session_key is not 16 bytes")
+        raise DecryptError("stored session_key is not 16 bytes", "session_key")
     return key
 
 
@@ -83,17 +96,22 @@ def decrypt(session_key: str, encrypted_data: bytes, iv: bytes) -> dict[str, Any
     """
     key = session_key_bytes(session_key)
     if len(iv) != BLOCK_SIZE:
-        raise DecryptError("iv must be 16 bytes")
+        raise DecryptError("iv must be 16 bytes", "iv")
     if not encrypted_data or len(encrypted_data) % BLOCK_SIZE:
-        raise DecryptError("encryptedData is not a whole number of AES blocks")
+        raise DecryptError("encryptedData is not a whole number of AES blocks", "length")
     padded = AES.new(key, AES.MODE_CBC, iv).decrypt(encrypted_data)
     try:
         plaintext = unpad(padded, BLOCK_SIZE, style="pkcs7")
+    except ValueError:
+        raise DecryptError("encryptedData did not decrypt with the stored session_key",
+                           "padding") from None
+    try:
         data = jsontext.loads(plaintext)
-    except (ValueError, RecursionError):  # bad padding, not UTF-8, not JSON, lone surrogate
-        raise DecryptError("encryptedData did not decrypt with the stored session_key") from None
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, lone surrogate
+        raise DecryptError("encryptedData did not decrypt with the stored session_key",
+                           "not_json") from None
     if not isinstance(data, dict):
-        raise DecryptError("decrypted data is not a JSON object")
+        raise DecryptError("decrypted data is not a JSON object", "not_object")
     return data
 
 
