@@ -6,8 +6,8 @@ import logging
 from datetime import UTC, datetime
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import (DateTime, ForeignKey, Integer, SmallInteger, String, UniqueConstraint,
-                        func, select)
+from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, SmallInteger, String,
+                        UniqueConstraint, func, select)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -88,6 +88,12 @@ class Account(db.Model):
     unionid: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    # Disabled (`flask accounts disable`): the person cannot log in to any app and every
+    # token of theirs is refused; who (operator), when and why.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_by: Mapped[str | None] = mapped_column(String(64))
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+
     # the app users of this person; never loaded to delete an account (the login moves them
     # first, see services.login)
     users: Mapped[list[User]] = relationship(back_populates="account", passive_deletes=True)
@@ -129,6 +135,11 @@ class User(db.Model):
 
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
+    # Disabled (`flask users disable`): no login, every token refused; who, when and why.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_by: Mapped[str | None] = mapped_column(String(64))
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -148,3 +159,71 @@ User.app_count = column_property(
     .correlate_except(_siblings).scalar_subquery(),
     deferred=False,
 )
+
+# When the user's account was disabled (None: it is not), loaded with the user in the same
+# query: every token check sees an account disable at once.
+_account = Account.__table__.alias("user_account")
+User.account_disabled_at = column_property(
+    select(_account.c.disabled_at).where(_account.c.id == User.__table__.c.account_id)
+    .correlate_except(_account).scalar_subquery(),
+    deferred=False,
+)
+
+
+class LoginSession(db.Model):
+    """One login (one device): a ``POST /auth/login`` and its refresh-token family.
+
+    ``id`` is the tokens' ``fam`` claim (32 hex digits). ``last_used_at`` moves on each
+    refresh. ``ended_at``/``ended_reason`` are set when it ends (``logout``, ``ended`` by its
+    user, ``kicked`` by an operator, ``limit`` by ``MAX_SESSIONS_PER_USER``, ``reused``
+    refresh token, ``disabled`` user); its tokens are then refused (`services.sessions`).
+    ``client_address``: the client's IP (after ``TRUSTED_PROXIES``); ``user_agent``: the
+    client's User-Agent, at most 512 characters.
+    """
+
+    __tablename__ = "login_sessions"
+    __table_args__ = (UTF8MB4,)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", name="fk_login_sessions_user_id", ondelete="CASCADE"),
+        index=True)
+    appid: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(16))
+    client_address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+
+    def __repr__(self) -> str:
+        return f"<LoginSession {self.id} user {self.user_id}>"
+
+
+class LoginEvent(db.Model):
+    """One login attempt (the login log), kept ``LOGIN_LOG_RETENTION_DAYS``.
+
+    ``outcome``: ``new`` or ``returning`` for a success, else the problem code answered
+    (``invalid_code``, ``user_disabled``, ``rate_limited``…). ``user_id`` is None when no user
+    is known (code2Session failed). ``errcode``: WeChat's, when WeChat answered one.
+    ``count``: attempts this row stands for — 1, except for ``rate_limited`` rows: one row
+    per (client address, minute), ``at`` the minute's start, counting the refusals.
+    """
+
+    __tablename__ = "login_events"
+    __table_args__ = (Index("ix_login_events_user_id_at", "user_id", "at"), UTF8MB4)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    appid: Mapped[str | None] = mapped_column(String(32))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", name="fk_login_events_user_id", ondelete="SET NULL"))
+    client_address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    outcome: Mapped[str] = mapped_column(String(32))
+    errcode: Mapped[int | None] = mapped_column(Integer)
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    def __repr__(self) -> str:
+        return f"<LoginEvent {self.id} {self.outcome}>"
