@@ -196,6 +196,13 @@ class Config:
     # Per client address. Mobile carriers put many users behind one address: keep it generous.
     LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "60 per minute")
 
+    # --- Sessions and the login log (wxauth.services.sessions, wxauth.services.login_log) -----
+    # Live sessions (logins, one per device) a user may hold; a login beyond it ends the one
+    # created first. 0: no limit; 1: one device at a time.
+    MAX_SESSIONS_PER_USER = env_number("MAX_SESSIONS_PER_USER", 0, int)
+    # Days the login log (login_events) keeps a row; `flask logs prune` deletes older rows.
+    LOGIN_LOG_RETENTION_DAYS = env_number("LOGIN_LOG_RETENTION_DAYS", 180, int)
+
     # --- Logs ---------------------------------------------------------------------------------
     LOG_FORMAT = env_str("LOG_FORMAT", "text")  # text | json
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -160,7 +160,7 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from .commands import accounts_cli, apps_cli, users_cli, wechat_cli
+    from .commands import accounts_cli, apps_cli, logs_cli, users_cli, wechat_cli
 
-    for group in (users_cli, accounts_cli, apps_cli, wechat_cli):
+    for group in (users_cli, accounts_cli, apps_cli, wechat_cli, logs_cli):
         app.cli.add_command(group)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 
@@ -13,10 +14,11 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from .errors import Problem
 from .extensions import db
 from .infra.cipher import SessionKeyCipher
 from .models import Account, User
-from .services import programs
+from .services import login_log, programs, sessions, users
 from .state import EMULATOR_MOUNT, state
 from .web.schemas import ProfileSchema
 from .wechat import jsontext
@@ -25,6 +27,7 @@ users_cli = AppGroup("users", help="Inspect and delete users.")
 accounts_cli = AppGroup("accounts", help="People across the company's mini-programs.")
 apps_cli = AppGroup("apps", help="The mini-programs this server serves.")
 wechat_cli = AppGroup("wechat", help="The built-in WeChat emulator.")
+logs_cli = AppGroup("logs", help="The login log.")
 
 
 def _fmt(value) -> str:
@@ -79,7 +82,8 @@ def users_show(openid: str, appid: str | None) -> None:
     (user,) = _users_by_openid(openid, appid)
     profile = ProfileSchema().dump(user)
     details = {"appid": user.appid, "openid": user.openid, "unionid": user.unionid,
-               **profile, "last_login_at": user.last_login_at.isoformat()}
+               **profile, "last_login_at": user.last_login_at.isoformat(),
+               "disabled": _disabled(user), "account disabled": _disabled(user.account)}
     width = max(map(len, details))
     for key, value in details.items():
         click.echo(f"{key.ljust(width)}  {_fmt(value)}")
@@ -151,6 +155,131 @@ def users_reencrypt(batch: int) -> None:
                + (f"; {unreadable} opened with no configured key (left alone)" if unreadable else ""))
 
 
+# --- disable, sessions, login log (support desk) ----------------------------------------------
+
+def _disabled(row: User | Account) -> str | None:
+    """'when by who: why' of a disabled user or account; None when enabled."""
+    if row.disabled_at is None:
+        return None
+    return f"{_fmt(row.disabled_at)} UTC by {row.disabled_by}: {row.disabled_reason}"
+
+
+def _operator() -> str:
+    """Who runs the command: the OS user (recorded as who disabled)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+_BY = click.option("--by", help="Who disables (recorded) [default: the OS user].")
+_REASON = click.option("--reason", required=True, help="Why (recorded, at most 255 characters).")
+
+
+@users_cli.command("disable")
+@click.argument("openid")
+@click.option("--appid", help="Needed when the openid exists in several apps.")
+@_REASON
+@_BY
+def users_disable(openid: str, appid: str | None, reason: str, by: str | None) -> None:
+    """Disable a user at once: logins and every token refused (403 user_disabled)."""
+    (user,) = _users_by_openid(openid, appid)
+    ended = users.disable_user(user, by=by or _operator(), reason=reason)
+    click.echo(f"disabled user {user.id} ({user.appid}/{user.openid}); "
+               f"{len(ended)} sessions ended")
+
+
+@users_cli.command("enable")
+@click.argument("openid")
+@click.option("--appid", help="Needed when the openid exists in several apps.")
+def users_enable(openid: str, appid: str | None) -> None:
+    """Enable a disabled user: logins work again (tokens from before stay refused)."""
+    (user,) = _users_by_openid(openid, appid)
+    users.enable_user(user)
+    click.echo(f"enabled user {user.id} ({user.appid}/{user.openid})")
+
+
+@users_cli.command("sessions")
+@click.argument("openid")
+@click.option("--appid", help="Needed when the openid exists in several apps.")
+def users_sessions(openid: str, appid: str | None) -> None:
+    """List a user's live sessions (one per login, i.e. per device), newest first."""
+    (user,) = _users_by_openid(openid, appid)
+    rows = [[s.id, _fmt(s.created_at), _fmt(s.last_used_at), _fmt(s.client_address),
+             _fmt(s.user_agent)] for s in sessions.live_sessions([user.id])]
+    click.echo(_table(["session", "created (UTC)", "last used (UTC)", "address", "User-Agent"],
+                      rows))
+
+
+@users_cli.command("kick")
+@click.argument("openid")
+@click.option("--appid", help="Needed when the openid exists in several apps.")
+@click.option("--session", "session_id", help="End only this session [default: all].")
+def users_kick(openid: str, appid: str | None, session_id: str | None) -> None:
+    """End a user's sessions (or one): their tokens are refused at the next request."""
+    (user,) = _users_by_openid(openid, appid)
+    if session_id:
+        try:
+            sessions.end_session(user, session_id, "kicked")
+        except Problem as exc:  # session_not_found
+            raise click.ClickException(exc.detail) from None
+        click.echo(f"ended session {session_id}")
+        return
+    ended = sessions.end_user_sessions([user.id], "kicked")
+    click.echo(f"ended {len(ended)} sessions of user {user.id} ({user.appid}/{user.openid})")
+
+
+@users_cli.command("logins")
+@click.argument("openid")
+@click.option("--appid", help="Needed when the openid exists in several apps.")
+@click.option("--limit", default=20, show_default=True, help="Newest first.")
+def users_logins(openid: str, appid: str | None, limit: int) -> None:
+    """A user's latest login-log rows."""
+    (user,) = _users_by_openid(openid, appid)
+    rows = [[_fmt(e.at), e.outcome, _fmt(e.errcode), _fmt(e.client_address),
+             _fmt(e.user_agent)] for e in login_log.latest([user.id], limit)]
+    click.echo(_table(["time (UTC)", "outcome", "errcode", "address", "User-Agent"], rows))
+
+
+def _account(account_id: int) -> Account:
+    account = db.session.get(Account, account_id)
+    if account is None:
+        raise click.ClickException(f"no account {account_id}")
+    return account
+
+
+@accounts_cli.command("disable")
+@click.argument("account_id", type=int)
+@_REASON
+@_BY
+def accounts_disable(account_id: int, reason: str, by: str | None) -> None:
+    """Disable the person of account ID in every app (present and future) at once."""
+    account = _account(account_id)
+    ended = users.disable_account(account, by=by or _operator(), reason=reason)
+    click.echo(f"disabled account {account.id}; {len(ended)} sessions ended")
+
+
+@accounts_cli.command("enable")
+@click.argument("account_id", type=int)
+def accounts_enable(account_id: int) -> None:
+    """Enable a disabled account (tokens from before stay refused)."""
+    account = _account(account_id)
+    users.enable_account(account)
+    click.echo(f"enabled account {account.id}")
+
+
+@logs_cli.command("prune")
+@click.option("--days", type=int, help="Keep this many days [default: LOGIN_LOG_RETENTION_DAYS].")
+def logs_prune(days: int | None) -> None:
+    """Delete login-log rows, and ended or expired sessions, older than the retention.
+
+    Run it daily from cron or a systemd timer (README, Users and sessions).
+    """
+    days = current_app.config["LOGIN_LOG_RETENTION_DAYS"] if days is None else days
+    events, ended = login_log.prune(days, sessions.refresh_lifetime())
+    click.echo(f"deleted {events} login-log rows and {ended} sessions older than {days} days")
+
+
 # --- wechat ---------------------------------------------------------------------------------
 
 
@@ -208,6 +337,8 @@ def accounts_show(account_id: int) -> None:
         raise click.ClickException(f"no account {account_id}")
     click.echo(f"account {account.id}  unionid {_fmt(account.unionid)}  "
                f"created {_fmt(account.created_at)} UTC")
+    if account.disabled_at:
+        click.echo(f"disabled {_disabled(account)}")
     users = db.session.execute(select(User).where(User.account_id == account.id)
                                .order_by(User.created_at)).scalars()
     names = {p.appid: p.name for p in programs.configured().values()}

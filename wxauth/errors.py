@@ -142,6 +142,13 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(401, "metrics_token_required", _l("Metrics token required"),
                     _l("Send 'Authorization: Bearer <METRICS_TOKEN>'."),
                     detail=_l("GET /metrics answers only the metrics token.")),
+        # users and sessions (services.users, services.sessions)
+        ProblemKind(403, "user_disabled", _l("User disabled"),
+                    _l("Ask the app's support: an operator disabled this user."),
+                    detail=_l("This user is disabled: logins and tokens are refused.")),
+        ProblemKind(404, "session_not_found", _l("Session not found"),
+                    _l("GET /auth/sessions lists the sessions that can be ended."),
+                    detail=_l("No live session of yours has this id.")),
     )
 }
 
@@ -168,7 +175,7 @@ EXCEPTION_CODES: dict[type[BaseException], str] = {
 
 # Codes every Bearer-protected operation can answer.
 AUTH_CODES = ("authorization_required", "token_invalid", "token_expired", "token_revoked",
-              "user_not_found")
+              "user_not_found", "user_disabled")
 # Codes of an operation that calls WeChat (the transport and server failures above).
 WECHAT_CODES = ("wechat_rate_limited", "wechat_busy", "wechat_unavailable",
                 "wechat_bad_response", "wechat_timeout", "wechat_unreachable")
@@ -198,6 +205,14 @@ class Problem(Exception):
         self.headers = headers or {}
         self.advice = advice
         self.extra = extra
+
+
+def problem_code(exc: BaseException) -> str | None:
+    """The problem code `exc` answers (`Problem`, or a mapped exception of
+    `EXCEPTION_CODES`), or None when it is not one of those."""
+    if isinstance(exc, Problem):
+        return exc.kind.code
+    return next((EXCEPTION_CODES[c] for c in type(exc).__mro__ if c in EXCEPTION_CODES), None)
 
 
 def localized_detail(kind: ProblemKind, detail: str | None = None,
@@ -316,7 +331,7 @@ def exception_response(exc: Exception) -> Response:
                     _reason(exc))
         return problem_response("database_unavailable",
                                 headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
-    code = next((EXCEPTION_CODES[c] for c in type(exc).__mro__ if c in EXCEPTION_CODES), None)
+    code = problem_code(exc)
     if code is None:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response("internal_error")

@@ -3,6 +3,10 @@
 `login` upserts the user (appid, openid), attaches it to the person's account (one per
 unionid) and merges two accounts of one person when a unionid arrives late; it is race-free
 and retried on transient database conflicts. Signals go out after the commit.
+
+A disabled user (or a user of a disabled account) is refused before anything is written
+(`UserDisabled`). The caller can add its own rows to the login's transaction (``record``:
+the session and the login-log row, `services.sessions`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import importlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy import insert as sa_insert
@@ -21,7 +26,9 @@ from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.orm import make_transient_to_detached, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ..errors import Problem
 from ..extensions import db
+from ..i18n import _l
 from ..models import Account, User, UTCDateTime, utcnow
 from ..wechat.client import Code2SessionResult
 from . import signals
@@ -49,6 +56,24 @@ def _is_transient(exc: Exception) -> bool:
     return bool(args) and args[0] in _RETRY_MYSQL_ERRORS
 
 
+class UserDisabled(Problem):
+    """403 user_disabled: an operator disabled the user or their account. ``user_id``: the
+    user refused (None when the person's account is disabled and they have no user in this
+    app yet)."""
+
+    def __init__(self, user_id: int | None):
+        super().__init__("user_disabled", _l("This user is disabled."))
+        self.user_id = user_id
+
+
+# Called in the login's transaction, before its commit: (user, is_new_user, now).
+Record = Callable[[User, bool, datetime], None]
+
+
+def _no_record(user: User, is_new_user: bool, now: datetime) -> None:
+    pass
+
+
 @dataclass
 class LoginResult:
     user: User
@@ -58,7 +83,7 @@ class LoginResult:
     merged_account_id: int | None = None  # an account folded into `account` by this login
 
 
-def login(appid: str, session: Code2SessionResult) -> LoginResult:
+def login(appid: str, session: Code2SessionResult, record: Record = _no_record) -> LoginResult:
     """Record a successful code2Session: upsert the app user and attach it to its account.
 
     - A unionid that matches an account links the new app user to it; no unionid: an account
@@ -67,12 +92,19 @@ def login(appid: str, session: Code2SessionResult) -> LoginResult:
     - Race-free: ``INSERT … ON CONFLICT`` (``ON DUPLICATE KEY UPDATE`` on MySQL) for the user
       and for the unionid's account, row locks around a merge, and the whole transaction
       retried when the database reports a deadlock or a row vanished under it.
+    - `record` adds the caller's rows to the transaction (called again if it is retried).
     - Commits, then sends the signals `user_created`, `account_created`, `accounts_merged`.
+
+    Raises:
+        UserDisabled (nothing written) when the user or their account is disabled.
     """
     for attempt in range(LOGIN_ATTEMPTS):
         try:
-            result = _login(appid, session)
+            result = _login(appid, session, record)
             break
+        except UserDisabled:
+            db.session.rollback()
+            raise
         except (DBAPIError, NoResultFound) as exc:
             db.session.rollback()
             if attempt + 1 == LOGIN_ATTEMPTS or not _is_transient(exc):
@@ -168,7 +200,7 @@ def select_user_stmt(*, with_session_key: bool = False, for_update: bool = False
     return stmt.execution_options(populate_existing=True)
 
 
-def _login(appid: str, session: Code2SessionResult) -> LoginResult:
+def _login(appid: str, session: Code2SessionResult, record: Record) -> LoginResult:
     now = utcnow()
     unionid = session.unionid
     union_account, union_created = None, False
@@ -181,15 +213,20 @@ def _login(appid: str, session: Code2SessionResult) -> LoginResult:
 
     key = {"appid": appid, "openid": session.openid}
     user = db.session.execute(select_user_stmt(for_update=True), key).scalar_one_or_none()
+    if user is not None and (user.disabled_at or user.account_disabled_at):
+        raise UserDisabled(user.id)
+    if union_account is not None and union_account.disabled_at:
+        raise UserDisabled(user.id if user else None)
     if user is None:
-        return _first_login(appid, session, now, union_account, union_created)
+        return _first_login(appid, session, now, union_account, union_created, record)
 
     merge_needed = union_account is not None and union_account.id != user.account_id
     unchanged = (user.session_key == session.session_key
                  and (not unionid or user.unionid == unionid) and not merge_needed
                  and now - user.last_login_at < LAST_LOGIN_RESOLUTION)
-    if unchanged:  # a returning user whose data did not change: nothing to write
-        db.session.commit()  # ends the read (and releases the row lock); writes nothing
+    if unchanged:  # a returning user whose data did not change: only the caller's rows
+        record(user, False, now)
+        db.session.commit()  # (and releases the row lock)
         return LoginResult(user, False, None, False)
     user.session_key = session.session_key
     user.last_login_at = now
@@ -199,11 +236,12 @@ def _login(appid: str, session: Code2SessionResult) -> LoginResult:
     if merge_needed:
         account = db.session.get(Account, user.account_id, with_for_update=True)
         account, merged = _merge(account, union_account, unionid)
+    record(user, False, now)
     db.session.commit()
     return LoginResult(user, False, account, False, merged)
 
 
-def _first_login(appid, session, now, union_account, union_created) -> LoginResult:
+def _first_login(appid, session, now, union_account, union_created, record) -> LoginResult:
     if union_account is not None:
         account, account_new = union_account, union_created
     else:  # a Core INSERT (an ORM flush costs more than the statement); the row is known
@@ -227,8 +265,11 @@ def _first_login(appid, session, now, union_account, union_created) -> LoginResu
         if account_new and union_account is None:
             db.session.delete(account)
         account, account_new = db.session.get(Account, user.account_id), False
+        if account.disabled_at:
+            raise UserDisabled(user.id)
     elif is_new_user and account_new:  # alone in a new account: no query for app_count
         set_committed_value(user, "app_count", 1)
+    record(user, is_new_user, now)
     db.session.commit()
     return LoginResult(user, is_new_user, account, account_new)
 

@@ -4,6 +4,13 @@ names, and whether the stored session_key is still WeChat's.
 Every token carries ``sub`` (openid), ``appid``, ``fam`` (the login's token family: one per
 ``POST /auth/login``, kept through refreshes) and ``ver`` (the user's token version).
 
+The token family is the session: each login adds a `LoginSession` row (id = ``fam``, client
+address, User-Agent) in the login's own transaction, with its login-log row
+(`login_log.add_success`); a refresh moves its ``last_used_at``. Ending a session (logout,
+`end_session`, `end_user_sessions`, ``MAX_SESSIONS_PER_USER``) revokes its family in the
+shared store, then marks the row ended. A disabled user (or account) is refused at login and
+at every request (403 user_disabled), refresh included.
+
 - Refresh rotates: each refresh token works once. The first use is claimed atomically in the
   shared store; a second use (a stolen, replayed token) revokes the whole family.
 - Logout revokes the presented token's family: its access and refresh tokens.
@@ -15,19 +22,22 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
+from sqlalchemy import select, update
 
 from ..errors import Problem
+from ..extensions import db
 from ..i18n import _l
 from ..infra.store import LockTimeout
-from ..models import User
+from ..models import LoginSession, User, utcnow
 from ..state import state
 from ..wechat.client import WeChatError
-from . import login, programs
+from . import login, login_log, programs
+from .login_log import Client
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +68,127 @@ def issue(user: User, family: str | None = None) -> dict[str, Any]:
     }
 
 
-def log_in(appid: str | None, code: str) -> dict[str, Any]:
+def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str, Any]:
     """Log in with a ``wx.login`` code: code2Session with mini-program `appid` (the only one
-    when None), the login transaction (`login.login`), a new token pair.
+    when None), the login transaction (`login.login`) with the new session and the login-log
+    row, a new token pair. `client`: the address and User-Agent stored with them.
+
+    A failure writes its login-log row (`login_log.record_failure`) and raises. With
+    ``MAX_SESSIONS_PER_USER`` set, the user's oldest live sessions beyond it are ended.
 
     Returns:
         `issue`'s pair plus ``is_new_user``, ``is_new_account`` and ``user`` (the User).
 
     Raises:
         Problem(unknown_app | invalid_request) for the appid; the WeChat errors of
-        code2Session (InvalidCode, CodeUsed, UserBlocked, WeChatTimeout…).
+        code2Session (InvalidCode, CodeUsed, UserBlocked, WeChatTimeout…);
+        login.UserDisabled (403 user_disabled).
     """
-    program = programs.get(appid)
-    result = login.login(program.appid, program.code2session(code))
-    return {**issue(result.user), "is_new_user": result.is_new_user,
+    family = uuid.uuid4().hex
+    ended: list[str] = []
+
+    def record(user: User, is_new_user: bool, now: datetime) -> None:
+        login_log.add_success(user, is_new_user, client, now)
+        ended[:] = _start_session(user, family, client, now)
+
+    try:
+        program = programs.get(appid)
+        appid = program.appid
+        result = login.login(appid, program.code2session(code), record)
+    except Exception as exc:
+        login_log.record_failure(appid, client, exc, getattr(exc, "user_id", None))
+        raise
+    for old in ended:
+        revoke_family(old)
+    return {**issue(result.user, family), "is_new_user": result.is_new_user,
             "is_new_account": result.is_new_account, "user": result.user}
 
 
+def _start_session(user: User, family: str, client: Client, now: datetime) -> list[str]:
+    """Add the session row of a login to its transaction; returns the sessions that
+    ``MAX_SESSIONS_PER_USER`` ends (marked here, to revoke after the commit)."""
+    db.session.execute(LoginSession.__table__.insert(), {
+        "id": family, "user_id": user.id, "appid": user.appid, "created_at": now,
+        "last_used_at": now, "client_address": client.address, "user_agent": client.user_agent})
+    limit = current_app.config["MAX_SESSIONS_PER_USER"]
+    if not limit:
+        return []
+    # (the user's row is locked by the login: concurrent logins of one user take turns)
+    others = db.session.execute(
+        select(LoginSession.id).where(_live(now), LoginSession.user_id == user.id,
+                                      LoginSession.id != family)
+        .order_by(LoginSession.created_at.desc(), LoginSession.id.desc())).scalars().all()
+    beyond = others[limit - 1:]  # the newest limit - 1 stay beside the new one
+    mark_ended(beyond, "limit", now)
+    return beyond
+
+
+def _live(now: datetime):
+    """The condition of a live session: not ended, its refresh token not expired."""
+    return (LoginSession.ended_at.is_(None)
+            & (LoginSession.last_used_at > now - timedelta(seconds=refresh_lifetime())))
+
+
+def mark_ended(ids: list[str], reason: str, now: datetime | None = None) -> None:
+    """Mark these sessions ended with `reason`, in the current transaction (their tokens
+    are not revoked here: `end_family`)."""
+    if not ids:
+        return
+    db.session.execute(update(LoginSession).where(LoginSession.id.in_(ids),
+                                                  LoginSession.ended_at.is_(None))
+                       .values(ended_at=now or utcnow(), ended_reason=reason)
+                       .execution_options(synchronize_session=False))
+
+
+def live_sessions(user_ids: list[int]) -> list[LoginSession]:
+    """The live sessions of these users (not ended, not expired), newest first."""
+    return list(db.session.execute(
+        select(LoginSession).where(_live(utcnow()), LoginSession.user_id.in_(user_ids))
+        .order_by(LoginSession.created_at.desc())).scalars())
+
+
+def end_family(family: str, reason: str) -> None:
+    """End a session: revoke its tokens in the shared store (refused by every worker and
+    instance from the next request on), then mark its row ended with `reason` (committed)."""
+    revoke_family(family)
+    mark_ended([family], reason, utcnow())
+    db.session.commit()
+
+
+def end_session(user: User, session_id: str, reason: str = "ended") -> None:
+    """End `user`'s live session `session_id` (`end_family`).
+
+    Raises:
+        Problem(session_not_found): no live session of `user` has this id.
+    """
+    found = db.session.execute(
+        select(LoginSession.id).where(LoginSession.id == session_id,
+                                      LoginSession.user_id == user.id, _live(utcnow()))
+    ).scalar_one_or_none()
+    if found is None:
+        raise Problem("session_not_found", _l("No live session of yours has the id %(id)s.",
+                                              id=session_id[:32]))
+    end_family(session_id, reason)
+
+
+def end_user_sessions(user_ids: list[int], reason: str) -> list[str]:
+    """End every live session of these users (`end_family`); returns their ids."""
+    ids = [session.id for session in live_sessions(user_ids)]
+    for family in ids:
+        revoke_family(family)
+    mark_ended(ids, reason)
+    db.session.commit()
+    return ids
+
+
 def refresh(user: User, payload: dict[str, Any]) -> dict[str, Any]:
-    """Use up the refresh token with claims `payload` (`claim_refresh`) and answer a new
-    pair in the same login (token family)."""
+    """Use up the refresh token with claims `payload` (`claim_refresh`), move its session's
+    ``last_used_at`` and answer a new pair in the same login (token family)."""
     claim_refresh(payload)
+    db.session.execute(update(LoginSession).where(LoginSession.id == payload["fam"])
+                       .values(last_used_at=utcnow())
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
     return issue(user, family=payload["fam"])
 
 
@@ -101,7 +211,7 @@ def claim_refresh(payload: dict[str, Any]) -> None:
     first_use = state().store.set(f"used:refresh:{payload['jti']}", "1", remaining,
                                    only_if_absent=True)
     if not first_use:
-        revoke_family(payload["fam"])
+        end_family(payload["fam"], "reused")
         raise Problem("token_revoked",
                       _l("This refresh token was already used; every token of this login is "
                          "now revoked."))
@@ -119,8 +229,9 @@ def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) 
 
     Raises:
         Problem(token_invalid) when the token names an app no longer configured;
-        Problem(user_not_found) when the user was deleted; Problem(token_revoked) when their
-        tokens were revoked after this one.
+        Problem(user_not_found) when the user was deleted; Problem(user_disabled) when
+        they or their account are disabled; Problem(token_revoked) when their tokens were
+        revoked after this one.
     """
     appid = payload.get("appid")
     if appid not in programs.configured():
@@ -129,6 +240,8 @@ def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) 
     user = login.find_user(appid, payload["sub"], with_session_key=with_session_key)
     if user is None:
         raise Problem("user_not_found", _l("The token's user no longer exists."))
+    if user.disabled_at or user.account_disabled_at:
+        raise Problem("user_disabled", _l("This user is disabled."))
     check_version(user, payload)
     return user
 

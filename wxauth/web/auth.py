@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from flask import g
+from flask import g, request
 
 from ..errors import WECHAT_CODES, documents_problems
-from ..services import sessions
+from ..models import LoginSession
+from ..services import login_log, sessions
 from .ratelimit import limited
-from .schemas import Blueprint, LoginResultSchema, LoginSchema, SessionSchema, TokenPairSchema
+from .schemas import (Blueprint, LoginResultSchema, LoginSchema, LoginSessionListSchema,
+                      SessionSchema, TokenPairSchema)
 from .security import current_claims, current_user, login_required
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Login with wx.login codes")
 
 LOGIN_PROBLEMS = ("invalid_request", "unknown_app", "payload_too_large", "rate_limited",
-                  "invalid_code", "code_used", "user_blocked", *WECHAT_CODES)
+                  "invalid_code", "code_used", "user_blocked", "user_disabled", *WECHAT_CODES)
+
+
+def client() -> login_log.Client:
+    """The request's client: its address (after TRUSTED_PROXIES) and User-Agent."""
+    return login_log.Client(request.remote_addr, request.headers.get("User-Agent"))
+
+
+def _count_refused() -> None:
+    login_log.count_rate_limited(client())
 
 
 @blp.route("/login", methods=["POST"])
 @blp.doc(operationId="login")
-@limited("login_rate_limit")  # counted before the body is parsed
+@limited("login_rate_limit", _count_refused)  # counted before the body is parsed
 @blp.arguments(LoginSchema)
 @blp.response(200, LoginResultSchema)
 @documents_problems(blp, *LOGIN_PROBLEMS)
@@ -30,8 +41,11 @@ def login(args):
     back as ``Authorization: Bearer <access_token>``. When the server serves several
     mini-programs, ``appid`` says which one is logging in. The ``refresh_token`` (30 days) gets
     a new pair from ``POST /auth/refresh``. Limited per client IP (429 ``rate_limited``).
+
+    Each login starts a session (``GET /auth/sessions``) and writes a login-log row, as does
+    each failed login. A user an operator disabled is refused (403 ``user_disabled``).
     """
-    result = sessions.log_in(args.get("appid"), args["code"])
+    result = sessions.log_in(args.get("appid"), args["code"], client())
     g.login_outcome = "new" if result["is_new_user"] else "returning"  # (web.metrics)
     return result
 
@@ -44,7 +58,8 @@ def refresh():
     """Exchange the refresh token for a new access token and refresh token.
 
     Send ``Authorization: Bearer <refresh_token>``. The refresh token presented is used up
-    (rotation); presenting it again revokes every token of that login (401 ``token_revoked``).
+    (rotation); presenting it again revokes every token of that login (401 ``token_revoked``)
+    and ends its session. The session's ``last_used_at`` moves.
     """
     return sessions.refresh(current_user(), current_claims())
 
@@ -54,8 +69,42 @@ def refresh():
 @login_required(blp, verify_type=False)
 @blp.response(204)
 def logout():
-    """Revoke the presented token (access or refresh) and every token of the same login."""
-    sessions.revoke_family(current_claims()["fam"])
+    """Revoke the presented token (access or refresh) and every token of the same login:
+    its session ends."""
+    sessions.end_family(current_claims()["fam"], "logout")
+    return ""
+
+
+@blp.route("/sessions", methods=["GET"])
+@blp.doc(operationId="listSessions")
+@login_required(blp)
+@blp.response(200, LoginSessionListSchema)
+def list_sessions():
+    """List the caller's live sessions in this mini-program.
+
+    One session per login, i.e. per device, newest first; ``current`` flags the one this
+    token belongs to."""
+    family = current_claims()["fam"]
+    found = sessions.live_sessions([current_user().id])
+    return {"sessions": [{**_fields(s), "current": s.id == family} for s in found]}
+
+
+def _fields(session: LoginSession) -> dict:
+    """The row's columns (the schema answers those it declares)."""
+    return {column.key: getattr(session, column.key) for column in LoginSession.__table__.c}
+
+
+@blp.route("/sessions/<string:session_id>", methods=["DELETE"])
+@blp.doc(operationId="endSession")
+@login_required(blp, "session_not_found")
+@blp.response(204)
+def end_session(session_id: str):
+    """End one of the caller's sessions.
+
+    Another device's, or this one's: its tokens are refused from the next request on, on
+    every server. 404 ``session_not_found`` when no live session of the caller has this id.
+    """
+    sessions.end_session(current_user(), session_id)
     return ""
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 
 from flask import after_this_request, request
 from limits import parse_many
@@ -87,15 +88,20 @@ class RateLimit:
         return headers
 
 
-def limited(name: str):
+def limited(name: str, on_refused: Callable[[], None] | None = None):
     """Decorate a view: the `RateLimit` `name` of the app state (e.g. ``"login_rate_limit"``)
     counts each request (before its body is parsed) and its headers go on the response, error
-    responses too."""
+    responses too. `on_refused` is called before a refusal (429) is answered."""
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            headers = getattr(state(), name).hit(request.remote_addr or "-")
+            try:
+                headers = getattr(state(), name).hit(request.remote_addr or "-")
+            except Problem:
+                if on_refused is not None:
+                    on_refused()
+                raise
 
             @after_this_request
             def add_headers(response):

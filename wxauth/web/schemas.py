@@ -212,6 +212,30 @@ class SessionSchema(ma.Schema):
     session_key_valid = fields.Boolean(required=True)
 
 
+class LoginSessionSchema(ma.Schema):
+    """One session: a login (one device) and its refresh-token family."""
+
+    id = fields.String(required=True, metadata={
+        "description": "the session's id (the tokens' `fam` claim)",
+        "example": "5f0c3b9e2a6d4c1f8e7a9b0c1d2e3f40"})
+    appid = fields.String(required=True)
+    created_at = fields.DateTime(format="iso", required=True,
+                                 metadata={"description": "the login; ISO 8601, UTC"})
+    last_used_at = fields.DateTime(format="iso", required=True, metadata={
+        "description": "the login or the latest refresh; ISO 8601, UTC"})
+    client_address = fields.String(allow_none=True, metadata={"example": "203.0.113.7"})
+    user_agent = fields.String(allow_none=True, metadata={
+        "description": "the client's User-Agent (WeChat's names the device and WeChat "
+                       "version)"})
+    current = fields.Boolean(required=True, metadata={
+        "description": "the session of the token this request was sent with"})
+
+
+class LoginSessionListSchema(ma.Schema):
+    sessions = fields.List(fields.Nested(LoginSessionSchema), required=True, metadata={
+        "description": "the live sessions (not ended, not expired), newest first"})
+
+
 class AvatarUploadSchema(ma.Schema):
     file = fields.Raw(required=True, metadata={"type": "string", "format": "binary",
                                                "description": "the chooseAvatar temporary file"})

@@ -1,0 +1,149 @@
+"""The login log: one `LoginEvent` row (table ``login_events``) per login attempt.
+
+- A success (outcome ``new`` or ``returning``) is added to the login's own transaction by
+  `add_success`: no commit of its own.
+- A failure (outcome: the problem code answered, with WeChat's ``errcode`` when it gave one)
+  is written by `record_failure` in a short transaction of its own, after the failed login
+  rolled back. During a database outage nothing is written (the login answers its 503 at
+  once), and a write that fails is logged as a warning, never answered: the log never turns
+  an answer into a 500.
+- Refused logins of a flood (429 ``rate_limited``, before the request's body is read, so no
+  appid) are counted, not written one by one: one row per (client address, minute), ``at``
+  the minute's start, whose ``count`` grows by one per refusal (`count_rate_limited`). The
+  shared store's per-minute counter picks the refusal that INSERTs the row; the others
+  UPDATE its count.
+- `prune` deletes what is older than ``LOGIN_LOG_RETENTION_DAYS``; `latest` reads a user's
+  latest rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import is_database_outage, problem_code
+from ..extensions import db
+from ..infra.store import StoreUnavailable
+from ..models import LoginEvent, LoginSession, User, utcnow
+from ..state import state
+
+log = logging.getLogger(__name__)
+
+USER_AGENT_MAX = 512  # characters kept of a User-Agent (the column's size)
+ADDRESS_MAX = 45  # an IPv6 address in text
+PRUNE_BATCH = 5000  # rows per DELETE
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is logging in, as the web layer saw it: the client's address (after
+    ``TRUSTED_PROXIES``) and its User-Agent (WeChat's names the device model and the WeChat
+    version). Both cut to their columns' sizes."""
+
+    address: str | None = None
+    user_agent: str | None = None
+
+    def __post_init__(self):
+        if self.address is not None:
+            object.__setattr__(self, "address", self.address[:ADDRESS_MAX])
+        if self.user_agent is not None:
+            object.__setattr__(self, "user_agent", self.user_agent[:USER_AGENT_MAX])
+
+
+def _row(at: datetime, appid: str | None, user_id: int | None, client: Client, outcome: str,
+         errcode: int | None = None, count: int = 1) -> dict:
+    return {"at": at, "appid": appid, "user_id": user_id, "client_address": client.address,
+            "user_agent": client.user_agent, "outcome": outcome, "errcode": errcode,
+            "count": count}
+
+
+def add_success(user: User, is_new_user: bool, client: Client, now: datetime) -> None:
+    """Add the row of a successful login to the current transaction (the login's: committed
+    with it)."""
+    db.session.execute(LoginEvent.__table__.insert(),
+                       _row(now, user.appid, user.id, client,
+                            "new" if is_new_user else "returning"))
+
+
+def record_failure(appid: str | None, client: Client, exc: BaseException,
+                   user_id: int | None = None) -> None:
+    """Write the row of a failed login: outcome = the problem code `exc` answers
+    (``internal_error`` for an unexpected one), ``errcode`` = WeChat's when `exc` carries
+    one. Rolls back the session first; never raises (see the module docstring)."""
+    if is_database_outage(exc):
+        return
+    code = problem_code(exc) or "internal_error"
+    errcode = getattr(exc, "errcode", None)
+    try:
+        db.session.rollback()
+        db.session.execute(LoginEvent.__table__.insert(),
+                           _row(utcnow(), appid, user_id, client, code,
+                                errcode if isinstance(errcode, int) else None))
+        db.session.commit()
+    except SQLAlchemyError as error:
+        db.session.rollback()
+        log.warning("login log: a failed login (%s) was not recorded: %s", code,
+                    type(error).__name__)
+
+
+def count_rate_limited(client: Client) -> None:
+    """Count one login refused by the rate limit (see the module docstring); never raises."""
+    now = utcnow()
+    minute = now.replace(second=0, microsecond=0)
+    try:
+        seen = state().store.incr(f"loginlog:limited:{client.address}:{minute:%Y%m%d%H%M}",
+                                  ttl=120)
+        updated = 0
+        if seen > 1:
+            table = LoginEvent.__table__
+            updated = db.session.execute(
+                update(table).where(table.c.outcome == "rate_limited", table.c.at == minute,
+                                    table.c.client_address.is_not_distinct_from(client.address))
+                .values(count=table.c.count + 1)).rowcount
+        if not updated:  # the first of the minute (or its row is not committed yet)
+            db.session.execute(LoginEvent.__table__.insert(),
+                               _row(minute, None, None, client, "rate_limited"))
+        db.session.commit()
+    except (SQLAlchemyError, StoreUnavailable) as error:
+        db.session.rollback()
+        log.warning("login log: a rate-limited login was not counted: %s", type(error).__name__)
+
+
+def latest(user_ids: list[int], limit: int = 20) -> list[LoginEvent]:
+    """The latest `limit` login-log rows of these users, newest first."""
+    return list(db.session.execute(
+        select(LoginEvent).where(LoginEvent.user_id.in_(user_ids))
+        .order_by(LoginEvent.at.desc(), LoginEvent.id.desc()).limit(limit)).scalars())
+
+
+def prune(days: int, refresh_lifetime: int) -> tuple[int, int]:
+    """Delete the login-log rows older than `days`, and the sessions that ended, or expired
+    (last used more than `refresh_lifetime` seconds before), more than `days` ago; in batches
+    of `PRUNE_BATCH` rows, a transaction each.
+
+    Returns:
+        (login-log rows deleted, sessions deleted).
+    """
+    cutoff = utcnow() - timedelta(days=days)
+    events = _delete_in_batches(LoginEvent, LoginEvent.at < cutoff)
+    expired = cutoff - timedelta(seconds=refresh_lifetime)
+    sessions = _delete_in_batches(
+        LoginSession, (LoginSession.ended_at < cutoff)
+        | (LoginSession.ended_at.is_(None) & (LoginSession.last_used_at < expired)))
+    return events, sessions
+
+
+def _delete_in_batches(model, condition) -> int:
+    deleted = 0
+    while True:
+        ids = list(db.session.execute(select(model.id).where(condition).limit(PRUNE_BATCH))
+                   .scalars())
+        if not ids:
+            return deleted
+        db.session.execute(delete(model).where(model.id.in_(ids)))
+        db.session.commit()
+        deleted += len(ids)
