@@ -10,8 +10,8 @@ README can be read against them:
   stand-in on loopback), the user query with and without its session_key, the two JWTs of a
   login, reading a token's header, the access-log line, the login answer's serialization;
 - what each layer costs inside a real request: the request again with that layer taken out
-  (the WeChat call answered in process, the database work skipped, no access line, no refresh
-  token, no rate-limit check). A part timed alone runs with warm caches and reads low: the
+  (the WeChat call answered in process, the database work skipped, no login-log and session
+  rows, no access line, no refresh token, no rate-limit check). A part timed alone runs with warm caches and reads low: the
   access line costs about five times more inside a request than alone.
 
     .venv/bin/python bench/costs.py [--count 3000]
@@ -86,7 +86,7 @@ def print_costs(count: int) -> None:
 
     from bare import app as bare_app
     from wsgi import app
-    from wxauth.services import login, programs, sessions
+    from wxauth.services import login, login_log, programs, sessions
     from wxauth.web import ratelimit
     from wxauth.extensions import db
     from wxauth.web.logs import access_log
@@ -183,7 +183,11 @@ def print_costs(count: int) -> None:
         "the WeChat call (code2Session over HTTP)":
             lambda: [mock.patch.object(program.client, "code2session", answer_code)],
         "the database work of a login (services.login)":
-            lambda: [mock.patch.object(login, "login", lambda appid, session: logged_in)],
+            lambda: [mock.patch.object(login, "login",
+                                       lambda appid, session, record=None: logged_in)],
+        "the login log and the session row (login_log, sessions)":
+            lambda: [mock.patch.object(login_log, "add_success", lambda *args: None),
+                     mock.patch.object(sessions, "start_session", lambda *args: [])],
         "the request id and access line (wxauth.web.logs)":
             lambda: [mock.patch.dict(app.before_request_funcs,
                                      without_hooks(app.before_request_funcs)),

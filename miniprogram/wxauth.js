@@ -319,8 +319,31 @@ function createClient(options) {
     }
   }
 
+  /**
+   * The user's live sessions in this mini-program: one per login, i.e. per device, newest first.
+   * @returns {Promise<object[]>} [{id, appid, created_at, last_used_at, client_address,
+   *   user_agent, current}] — `current` marks this device's
+   * @throws {WxAuthError} user_disabled (403), 401 codes, network_error
+   */
+  async function sessions() {
+    return (await request({ url: '/auth/sessions' })).sessions;
+  }
+
+  /**
+   * End one session (e.g. a lost phone's): its tokens are refused from its next request on.
+   * To end this device's own session, call logout().
+   * @param {string} id a session's `id` from sessions()
+   * @returns {Promise<void>}
+   * @throws {WxAuthError} session_not_found (404: ended already, or not this user's),
+   *   user_disabled, 401 codes, network_error
+   */
+  async function endSession(id) {
+    await request({ url: `/auth/sessions/${encodeURIComponent(id)}`, method: 'DELETE' });
+  }
+
   return {
     login, request, logout, updateProfile, bindPhone, uploadAvatar, prepareForEncryptedData,
+    sessions, endSession,
   };
 }
 

@@ -190,3 +190,29 @@ describe("the user's language", () => {
     assert.equal(userLanguage({ getAppBaseInfo: () => ({ language: 'zh\r\nX: y' }) }), undefined);
   });
 });
+
+describe('sessions', () => {
+  test('sessions() lists this user\'s devices; endSession() ends another one', async () => {
+    const phone = setup();
+    const tablet = setup(server, { openid: phone.openid }); // the same person, a second device
+    await phone.client.login();
+    await tablet.client.login();
+    const listed = await phone.client.sessions();
+    assert.equal(listed.length, 2);
+    assert.deepEqual(listed.map((s) => s.current), [false, true]); // newest first: the tablet
+    const tabletId = listed[0].id;
+    assert.equal(listed[0].appid, listed[1].appid);
+
+    await phone.client.endSession(tabletId);
+    assert.equal((await phone.client.sessions()).length, 1);
+    // the tablet's tokens are refused: its next request renews with a new wx.login
+    const profile = await tablet.client.request({ url: '/profile' });
+    assert.ok(profile.id);
+    assert.equal(tablet.wx.calls.login, 2);
+    assert.equal(tablet.wx.calls.requests.filter((r) => r.url === '/auth/refresh').length, 1);
+
+    await assert.rejects(phone.client.endSession(tabletId),
+      (err) => err instanceof WxAuthError && err.code === 'session_not_found' && err.status === 404);
+    assert.equal((await phone.client.sessions()).length, 2); // the tablet's new login
+  });
+});

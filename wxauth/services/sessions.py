@@ -89,7 +89,7 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
 
     def record(user: User, is_new_user: bool, now: datetime) -> None:
         login_log.add_success(user, is_new_user, client, now)
-        ended[:] = _start_session(user, family, client, now)
+        ended[:] = start_session(user, family, client, now)
 
     try:
         program = programs.get(appid)
@@ -104,7 +104,7 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
             "is_new_account": result.is_new_account, "user": result.user}
 
 
-def _start_session(user: User, family: str, client: Client, now: datetime) -> list[str]:
+def start_session(user: User, family: str, client: Client, now: datetime) -> list[str]:
     """Add the session row of a login to its transaction; returns the sessions that
     ``MAX_SESSIONS_PER_USER`` ends (marked here, to revoke after the commit)."""
     db.session.execute(LoginSession.__table__.insert(), {
