@@ -185,7 +185,7 @@ def print_costs(count: int) -> None:
         "the database work of a login (services.login)":
             lambda: [mock.patch.object(login, "login",
                                        lambda appid, session, record=None: logged_in)],
-        "the login log and the session row (login_log, sessions)":
+        "the login-log and session rows":
             lambda: [mock.patch.object(login_log, "add_success", lambda *args: None),
                      mock.patch.object(sessions, "start_session", lambda *args: [])],
         "the request id and access line (wxauth.web.logs)":

@@ -16,6 +16,8 @@ The table: requests/s, p50/p99 latency, errors and the ratio to the bare endpoin
 
 plus TCP connections opened to the stand-in per 1,000 logins, peak RSS per worker, and the
 CPU time (user + system) the workers spent per request, for wxauth and for the bare endpoint.
+Then what the login log costs: the logins again, alternating with the same app without a
+login's login-log and session rows (bench/without_login_log.py) on the same database.
 
 The latency scenario, on a wxauth server of its own (WECHAT_TIMEOUT and WECHAT_DEADLINE
 --wechat-timeout, 30 s): logins (new users, returning users) with --latency-connections (256)
@@ -357,9 +359,11 @@ def server_env(standin_url: str, database_url: str, instance_path: Path,
             "PYTHONPATH": str(ROOT)}
 
 
-def start_wxauth(name: str, env: dict, args, procs: Processes) -> tuple[subprocess.Popen, str]:
-    """Migrate, then start wxauth under gunicorn with the shipped gunicorn.conf.py (its
-    worker class: gevent unless GUNICORN_WORKER_CLASS says otherwise); (master, base URL)."""
+def start_wxauth(name: str, env: dict, args, procs: Processes,
+                 target: str = "wsgi:app") -> tuple[subprocess.Popen, str]:
+    """Migrate, then start wxauth (gunicorn's `target`) under gunicorn with the shipped
+    gunicorn.conf.py (its worker class: gevent unless GUNICORN_WORKER_CLASS says otherwise);
+    (master, base URL)."""
     subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT,
                    env=env, check=True, capture_output=True)
     port = free_port()
@@ -367,7 +371,7 @@ def start_wxauth(name: str, env: dict, args, procs: Processes) -> tuple[subproce
     master = procs.start(name, [sys.executable, "-m", "gunicorn",
                                 "-c", str(ROOT / "gunicorn.conf.py"),
                                 "-w", str(args.workers), "--threads", "1",
-                                "-b", f"127.0.0.1:{port}", "wsgi:app"],
+                                "-b", f"127.0.0.1:{port}", target],
                          env, base + "/healthz")
     return master, base
 
@@ -410,6 +414,39 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
     rss = [peak_rss_mb(pid) for pid in worker_pids(master.pid)]
     for row in rows:
         row["rss"] = max(rss) if rss else float("nan")
+    rows += login_log_cost(label, env, args, tmp, procs, base, workers)
+    procs.stop_one(master)
+    return rows
+
+
+def login_log_cost(label: str, env: dict, args, tmp: Path, procs: Processes, base: str,
+                   workers: list[int]) -> list[dict]:
+    """The logins with the login log (the server `base`) and without it (a second server on
+    the same database: bench/without_login_log.py), alternating; medians."""
+    master, without_base = start_wxauth(f"wxauth-{label}-without-login-log", env, args,
+                                        procs, "bench.without_login_log:app")
+    servers = {"with": (base, workers), "without": (without_base, worker_pids(master.pid))}
+    for _, key, path in SCENARIOS[:2]:  # the new server warmed up as the first was by the table
+        wrk(without_base + path, LUA[key] % {"run": secrets.token_hex(4)}, args.duration,
+            args.connections, tmp)
+    rows = []
+    for title, key, path in SCENARIOS[:2]:  # the logins
+        runs = []
+        for i in range(args.repeat):
+            pair = {}
+            for name in ("with", "without") if i % 2 else ("without", "with"):  # alternating
+                url, pids = servers[name]
+                pair[name] = measure(url + path, LUA[key] % {"run": secrets.token_hex(4)},
+                                     args, tmp, pids)
+            result, without = pair["with"], pair["without"]
+            runs.append({"rps": result["rps"], "cpu_us": result["cpu_us"],
+                         "rps_without": without["rps"], "cpu_us_without": without["cpu_us"],
+                         "errors": result["errors"] + without["errors"]})
+        row = {name: statistics.median(run[name] for run in runs)
+               for name in ("rps", "cpu_us", "rps_without", "cpu_us_without")}
+        row.update(title=f"{title} [{label}]", login_log=True,
+                   errors=sum(run["errors"] for run in runs))
+        rows.append(row)
     procs.stop_one(master)
     return rows
 
@@ -743,6 +780,8 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
               f"{'bare us':>7}")
     print(header)
     print("-" * len(header))
+    cost_rows = [r for r in rows if r.get("login_log")]
+    rows = [r for r in rows if not r.get("login_log")]
     for r in rows:
         conns = f"{r['conns_per_1000']:.1f}" if "conns_per_1000" in r else "-"
         print(f"{r['title']:48} {r['rps']:8.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
@@ -757,6 +796,22 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
     for r in rows:
         if "note" in r:
             print(f"\n{r['title']}: {r['note']}")
+    if cost_rows:
+        print_login_log_cost(cost_rows)
+
+
+def print_login_log_cost(rows: list[dict]) -> None:
+    print("\nthe login log's cost: logins with it and without a login's login-log and session "
+          "rows\n(bench/without_login_log.py), alternating on one database (medians):\n")
+    header = (f"{'scenario':48} {'req/s':>8} {'without':>8} {'change':>7} {'cpu us':>7} "
+              f"{'without':>8} {'+cpu us':>7} {'errors':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        change = 100 * (r["rps"] / r["rps_without"] - 1) if r["rps_without"] else float("nan")
+        print(f"{r['title']:48} {r['rps']:8.0f} {r['rps_without']:8.0f} {change:+6.1f}% "
+              f"{r['cpu_us']:7.0f} {r['cpu_us_without']:8.0f} "
+              f"{r['cpu_us'] - r['cpu_us_without']:+7.0f} {r['errors']:6d}")
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def test_costs_script_prints_every_request_and_part(tmp_path):
     # the layer table: a row per layer taken out, a column per request ("-": does not apply)
     for layer in ("the whole request", "the WeChat call (code2Session over HTTP)",
                   "the database work of a login (services.login)",
-                  "the login log and the session row (login_log, sessions)",
+                  "the login-log and session rows",
                   "the request id and access line (wxauth.web.logs)", "the refresh token",
                   "the rate-limit check", "all of the above"):
         line = next(line for line in result.stdout.splitlines() if line.startswith(layer))

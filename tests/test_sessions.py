@@ -307,3 +307,16 @@ def test_logs_prune_keeps_the_retention(app, server, runner):
     assert len(rows(app, LoginEvent)) == 1
     assert len(rows(app, LoginSession)) == 2  # the live ones
     assert "deleted 1 login-log rows" in invoke(runner, "logs", "prune", "--days", "0")
+
+
+def test_openapi_documents_the_new_endpoints_and_codes(server):
+    spec = server.get("/openapi.json").json()
+    paths = spec["paths"]
+    listing = paths["/auth/sessions"]["get"]
+    assert "LoginSessionList" in str(listing["responses"]["200"])
+    assert "user_disabled" in listing["responses"]["403"]["description"]
+    ending = paths["/auth/sessions/{session_id}"]["delete"]
+    assert set(ending["responses"]) >= {"204", "401", "403", "404"}
+    assert "session_not_found" in ending["responses"]["404"]["description"]
+    assert "user_disabled" in paths["/auth/login"]["post"]["responses"]["403"]["description"]
+    assert "user_disabled" in paths["/auth/refresh"]["post"]["responses"]["403"]["description"]

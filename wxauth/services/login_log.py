@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,10 +62,17 @@ def _row(at: datetime, appid: str | None, user_id: int | None, client: Client, o
             "count": count}
 
 
+@functools.cache
+def insert_event_stmt():
+    """INSERT a login-log row (the values as parameters): built once, as the login's
+    statements are (`services.login`)."""
+    return LoginEvent.__table__.insert()
+
+
 def add_success(user: User, is_new_user: bool, client: Client, now: datetime) -> None:
     """Add the row of a successful login to the current transaction (the login's: committed
     with it)."""
-    db.session.execute(LoginEvent.__table__.insert(),
+    db.session.execute(insert_event_stmt(),
                        _row(now, user.appid, user.id, client,
                             "new" if is_new_user else "returning"))
 
@@ -80,7 +88,7 @@ def record_failure(appid: str | None, client: Client, exc: BaseException,
     errcode = getattr(exc, "errcode", None)
     try:
         db.session.rollback()
-        db.session.execute(LoginEvent.__table__.insert(),
+        db.session.execute(insert_event_stmt(),
                            _row(utcnow(), appid, user_id, client, code,
                                 errcode if isinstance(errcode, int) else None))
         db.session.commit()
@@ -105,7 +113,7 @@ def count_rate_limited(client: Client) -> None:
                                     table.c.client_address.is_not_distinct_from(client.address))
                 .values(count=table.c.count + 1)).rowcount
         if not updated:  # the first of the minute (or its row is not committed yet)
-            db.session.execute(LoginEvent.__table__.insert(),
+            db.session.execute(insert_event_stmt(),
                                _row(minute, None, None, client, "rate_limited"))
         db.session.commit()
     except (SQLAlchemyError, StoreUnavailable) as error:

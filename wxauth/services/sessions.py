@@ -20,6 +20,7 @@ Revocations live in the shared store (Redis in production) until the tokens woul
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -104,10 +105,16 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
             "is_new_account": result.is_new_account, "user": result.user}
 
 
+@functools.cache
+def insert_session_stmt():
+    """INSERT a session row (the values as parameters), built once."""
+    return LoginSession.__table__.insert()
+
+
 def start_session(user: User, family: str, client: Client, now: datetime) -> list[str]:
     """Add the session row of a login to its transaction; returns the sessions that
     ``MAX_SESSIONS_PER_USER`` ends (marked here, to revoke after the commit)."""
-    db.session.execute(LoginSession.__table__.insert(), {
+    db.session.execute(insert_session_stmt(), {
         "id": family, "user_id": user.id, "appid": user.appid, "created_at": now,
         "last_used_at": now, "client_address": client.address, "user_agent": client.user_agent})
     limit = current_app.config["MAX_SESSIONS_PER_USER"]
