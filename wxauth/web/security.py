@@ -1,15 +1,16 @@
 """The login state on HTTP: the Bearer-token check of every protected view.
 
 `login_required` replaces flask-jwt-extended's ``jwt_required`` and its callback hooks with
-one decorator that checks, in this order, and answers 401 problems:
+one decorator that checks, in this order, and answers 401 problems (403 for a disabled user):
 
 1. the ``Authorization: Bearer <token>`` header (``authorization_required``, ``token_invalid``);
 2. the token itself, with flask-jwt-extended's public ``decode_token`` (signature, algorithm,
    ``exp``/``nbf`` with ``JWT_DECODE_LEEWAY``; ``token_expired``, ``token_invalid``);
 3. its type, access or refresh (``token_invalid``);
 4. its login (token family) not revoked (``token_revoked``), in the shared store;
-5. its user, loaded by `services.sessions.user_for_claims` (``user_not_found``,
-   ``token_revoked`` after ``users revoke-tokens``, ``token_invalid`` for an app no longer
+5. its user, loaded by `services.sessions.user_for_claims` (``user_not_found``, 403
+   ``user_disabled`` when an operator disabled the user or their account, ``token_revoked``
+   after ``users revoke-tokens`` or a disable, ``token_invalid`` for an app no longer
    served).
 Views read the result with `current_user()` and `current_claims()`.
 
