@@ -62,3 +62,21 @@ def test_latency_scenario_prints_every_row(tmp_path):
                    r".*(met|MISSED: .*|\(reference\))$")
         assert re.search(pattern, result.stdout, re.M), (row, result.stdout)
     assert re.search(r"after the stalls \d+ logins were answered", result.stdout), result.stdout
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (make bench installs it)")
+def test_table_prints_the_login_logs_cost(tmp_path):
+    """bench/run.py's table, tiny (no timing asserted), ends with the login log's cost: the
+    logins with and without a login's login-log and session rows, with numbers."""
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "table",
+                             "--duration", "1", "--repeat", "1"], cwd=ROOT,
+                            env=environment(tmp_path), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "the login log's cost" in result.stdout, result.stdout
+    cost = result.stdout.split("the login log's cost", 1)[1]
+    for row in (r"POST /auth/login \(new users\) \[sqlite\]",
+                r"POST /auth/login \(returning, pool of 500\) \[sqlite\]"):
+        # req/s with and without, the change, CPU µs with and without, the difference, errors
+        pattern = rf"^{row}\s+\d+\s+\d+\s+[+-]\d+\.\d%\s+\d+\s+\d+\s+[+-]\d+\s+0$"
+        assert re.search(pattern, cost, re.M), (row, result.stdout)
