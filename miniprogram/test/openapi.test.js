@@ -60,6 +60,12 @@ function check(schema, instance, what) {
   validated.add(name);
 }
 
+/** The operations of a path item ([method, operation]): not its `parameters` (a path's
+ * {…} parameters are documented there). */
+function operations(item) {
+  return Object.entries(item).filter(([key]) => key !== 'parameters');
+}
+
 function operation(method, path) {
   const op = doc.paths[path] && doc.paths[path][method.toLowerCase()];
   assert.ok(op, `${method} ${path} is not documented`);
@@ -68,8 +74,8 @@ function operation(method, path) {
 
 /** Send a request; check its JSON body against the documented request schema and the
  * answer against the documented response schema of its status. */
-async function call(method, path, { body, token, form, formInstance } = {}) {
-  const op = operation(method, path);
+async function call(method, path, { body, token, form, formInstance, template } = {}) {
+  const op = operation(method, template || path); // template: the documented path, with {…}
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
   let payload;
@@ -115,7 +121,7 @@ test('the document has servers and an operationId per operation', () => {
   assert.deepEqual(doc.servers, [{ url: server.url }]);
   const ids = [];
   for (const item of Object.values(doc.paths)) {
-    for (const op of Object.values(item)) ids.push(op.operationId);
+    for (const [, op] of operations(item)) ids.push(op.operationId);
   }
   assert.ok(ids.every((id) => /^[a-z][A-Za-z]+$/.test(id)), ids.join());
   assert.equal(new Set(ids).size, ids.length);
@@ -124,7 +130,7 @@ test('the document has servers and an operationId per operation', () => {
 test('the error examples validate against their schema', () => {
   let count = 0;
   for (const [path, item] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(item)) {
+    for (const [method, op] of operations(item)) {
       for (const [status, response] of Object.entries(op.responses)) {
         if (Number(status) < 400) continue;
         const media = response.content['application/problem+json'];
@@ -171,6 +177,18 @@ test('real requests and answers validate against their schemas, every schema onc
   assert.equal((await call('PATCH', '/profile', { token, body: { gender: 9 } })).status, 400);
   assert.equal((await call('POST', '/auth/login', { body: { code: 'used-or-never-minted' } })).status, 400);
   assert.equal((await call('GET', '/profile', { token: 'not-a-jwt' })).status, 401);
+
+  // sessions: a second login of the same person (another device), listed, then ended
+  const { code: second } = await emulatorPost(server.emulatorUrl, '/dev/code', { openid });
+  assert.equal((await call('POST', '/auth/login', { body: { code: second } })).status, 200);
+  const listed = await call('GET', '/auth/sessions', { token });
+  assert.equal(listed.status, 200);
+  assert.equal(listed.data.sessions.length, 2);
+  for (const s of listed.data.sessions) check({ $ref: `${REF}LoginSession` }, s, 'a listed session');
+  const other = listed.data.sessions.find((s) => !s.current).id;
+  const template = '/auth/sessions/{session_id}';
+  assert.equal((await call('DELETE', `/auth/sessions/${other}`, { token, template })).status, 204);
+  assert.equal((await call('DELETE', `/auth/sessions/${other}`, { token, template })).status, 404);
 
   const refreshed = await call('POST', '/auth/refresh', { token: login.data.refresh_token });
   assert.equal(refreshed.status, 200);
