@@ -3,12 +3,17 @@ accounts, sessions (one per login), the login log and its retention."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from helpers import APPID, OTHER_APPID, assert_problem
+from helpers import APPID, OTHER_APPID, ROOT, assert_problem, run
 from test_accounts import login as app_login
 from test_accounts import two_apps  # noqa: F401  (the fixture)
 from wxauth.extensions import db
@@ -320,3 +325,33 @@ def test_openapi_documents_the_new_endpoints_and_codes(server):
     assert "session_not_found" in ending["responses"]["404"]["description"]
     assert "user_disabled" in paths["/auth/login"]["post"]["responses"]["403"]["description"]
     assert "user_disabled" in paths["/auth/refresh"]["post"]["responses"]["403"]["description"]
+
+
+def test_the_shipped_prune_timer_runs_logs_prune(production_env, tmp_path):
+    """deploy/systemd/wxauth-prune.{service,timer}: daily, and the service's command, run as
+    shipped (the install folder replaced by this checkout), prunes."""
+    unit_dir = ROOT / "deploy" / "systemd"
+    service = (unit_dir / "wxauth-prune.service").read_text()
+    timer = (unit_dir / "wxauth-prune.timer").read_text()
+    assert re.search(r"^OnCalendar=daily$", timer, re.M)
+    assert re.search(r"^Persistent=true$", timer, re.M)
+    assert re.search(r"^EnvironmentFile=/etc/wxauth/env$", service, re.M)
+    command = re.search(r"^ExecStart=(.*)$", service, re.M).group(1).split()
+    assert command[0] == "/srv/wxauth/.venv/bin/flask"
+    assert run(["flask", "--app", "wsgi", "db", "upgrade"], production_env).returncode == 0
+    pruned = run(["flask", *command[1:]], production_env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "login-log rows" in pruned.stdout
+
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    venv_bin = f"{Path(sys.executable).parent}/"
+    for name, text in (("wxauth-prune.service", service), ("wxauth-prune.timer", timer)):
+        text = text.replace("/srv/wxauth/.venv/bin/", venv_bin).replace("/srv/wxauth", str(ROOT))
+        (tmp_path / name).write_text(text)
+    result = subprocess.run([tool, "verify", "--man=no", str(tmp_path / "wxauth-prune.timer"),
+                             str(tmp_path / "wxauth-prune.service")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "wxauth-prune" not in result.stderr, result.stderr
