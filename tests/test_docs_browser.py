@@ -28,7 +28,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 OPERATIONS = {"POST /auth/login", "POST /auth/refresh", "POST /auth/logout",
               "GET /auth/session", "GET /profile", "POST /profile", "PATCH /profile",
-              "POST /profile/phone", "POST /profile/avatar", "GET /healthz"}
+              "POST /profile/phone", "POST /profile/avatar", "GET /healthz",
+              "GET /auth/sessions", "DELETE /auth/sessions/{session_id}"}
 
 
 def _need(what: str) -> None:

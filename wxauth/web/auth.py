@@ -69,8 +69,9 @@ def refresh():
 @login_required(blp, verify_type=False)
 @blp.response(204)
 def logout():
-    """Revoke the presented token (access or refresh) and every token of the same login:
-    its session ends."""
+    """Revoke the presented token (access or refresh) and every token of the same login.
+
+    The login's session ends (``GET /auth/sessions`` no longer lists it)."""
     sessions.end_family(current_claims()["fam"], "logout")
     return ""
 
