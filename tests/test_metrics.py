@@ -8,9 +8,9 @@ traffic's, summed over both workers (the access lines show both served it).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
-import threading
 
 import pytest
 import requests
@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import ConfigError
-from helpers import APPID, LiveServer, assert_problem, emulator_stats, free_port
+from helpers import (APPID, LiveServer, assert_problem, emulator_stats, free_port,
+                     run_threads)
 from test_logs import json_lines
 from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
 from wxauth import create_app
@@ -45,22 +46,30 @@ def value(samples: dict, name: str, **labels: str) -> float:
 def concurrently(calls) -> list:
     """Run each zero-argument call in its own thread, all at once; their results in order."""
     results: list = [None] * len(calls)
-    barrier = threading.Barrier(len(calls))
 
-    def run(i: int) -> None:
-        barrier.wait()
+    def call(i: int) -> None:
         results[i] = calls[i]()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(call, range(len(calls)))
     return results
 
 
+def login_pids(output: str) -> set[int]:
+    """The workers whose access lines show a POST /auth/login so far (a line still being
+    written is skipped)."""
+    pids = set()
+    for line in output.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("logger") == "wxauth.request" and entry.get("path") == "/auth/login":
+            pids.add(entry["pid"])
+    return pids
+
+
 def test_metrics_add_up_across_two_gunicorn_workers(production_env, emulator):
-    new, returning = 8, 4
+    returning = 4
     env = dict(production_env, METRICS_TOKEN=METRICS_TOKEN, LOG_FORMAT="json")
     server = start_gunicorn(env)
     url = server.url
@@ -70,10 +79,20 @@ def test_metrics_add_up_across_two_gunicorn_workers(production_env, emulator):
             return lambda: requests.post(url + "/auth/login", json={"code": code},
                                          headers=ONE_SHOT, timeout=30)
 
-        openids = [f"o-metrics-{i}" for i in range(new)]
-        first = concurrently([login(emulator.mint(o)["code"]) for o in openids])
-        assert [r.status_code for r in first] == [200] * new
-        assert all(r.json()["is_new_user"] for r in first)
+        # New users in concurrent batches of 4, each held 0.2 s at WeChat, until both
+        # workers have served logins: which worker accepts a connection is the kernel's
+        # choice, so the number of batches varies; every count below follows `new`.
+        emulator.emulator.set_faults(delay=0.2)
+        openids: list[str] = []
+        while len(login_pids(server.output())) < 2:
+            assert len(openids) < 64, "one worker served every login"
+            batch = [f"o-metrics-{len(openids) + i}" for i in range(4)]
+            first = concurrently([login(emulator.mint(o)["code"]) for o in batch])
+            assert [r.status_code for r in first] == [200] * len(batch)
+            assert all(r.json()["is_new_user"] for r in first)
+            openids += batch
+        emulator.emulator.set_faults(delay=0)
+        new = len(openids)
         used = emulator.mint(openids[0])["code"]
         again = concurrently([login(emulator.mint(o)["code"]) for o in openids[:returning]]
                              + [login(used), login("not-a-code")])
