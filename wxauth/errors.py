@@ -321,37 +321,54 @@ def http_exception_response(error: HTTPException) -> Response:
 
 def exception_response(exc: Exception) -> Response:
     """Problem response for any exception raised while handling a request."""
-    if isinstance(exc, Problem):
-        return problem_response(exc.kind.code, exc.detail, headers=exc.headers,
-                                advice=exc.advice, **exc.extra)
     if isinstance(exc, HTTPException):
         return http_exception_response(exc)
-    if is_database_outage(exc):
-        log.warning("database unavailable on %s %s: %s", request.method, request.path,
-                    _reason(exc))
-        return problem_response("database_unavailable",
-                                headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
-    code = problem_code(exc)
-    if code is None:
+    problem = problem_for(exc)
+    if problem is None:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response("internal_error")
+    if problem is not exc:
+        _log_failure(exc, problem.kind.code)
+    return problem_response(problem.kind.code, problem.detail, headers=problem.headers,
+                            advice=problem.advice, **problem.extra)
+
+
+def problem_for(exc: BaseException) -> Problem | None:
+    """The Problem an exception stands for: a Problem itself, a database outage (503
+    ``database_unavailable``, Retry-After), an exception of `EXCEPTION_CODES` (with WeChat's
+    ``errcode`` and the Retry-After it calls for); None for anything else (a bug)."""
+    if isinstance(exc, Problem):
+        return exc
+    if is_database_outage(exc):  # (no detail: the code's general one, translated)
+        return Problem("database_unavailable", "",
+                       headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+    code = problem_code(exc)
+    if code is None:
+        return None
+    if code == "store_unavailable":
+        return Problem(code, "", headers={"Retry-After": str(StoreUnavailable.retry_after)})
     headers, extra = {}, {}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after:
         headers["Retry-After"] = str(retry_after)
     if isinstance(exc, wx.WeChatAPIError):
         extra["errcode"] = exc.errcode
-    if isinstance(exc, wx.WeChatError):
-        level = logging.ERROR if PROBLEMS[code].status >= 500 else logging.INFO
-        log.log(level, "WeChat call failed on %s: %s", request.path, exc)
-    if code == "store_unavailable":
-        log.warning("shared store unavailable on %s %s: %s", request.method, request.path,
-                    _reason(exc))
-        headers["Retry-After"] = str(StoreUnavailable.retry_after)
-        return problem_response(code, headers=headers)
     # the exception's own message (WeChat's errcode and errmsg, what failed to decrypt) is
     # English, not marked for translation: other languages get the code's general detail
-    return problem_response(code, str(exc), headers=headers, **extra)
+    return Problem(code, str(exc), headers=headers, **extra)
+
+
+def _log_failure(exc: BaseException, code: str) -> None:
+    """One log line for a dependency's failure (never its parameters or secrets)."""
+    if code == "database_unavailable":
+        log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                    _reason(exc))
+    elif code == "store_unavailable":
+        log.warning("shared store unavailable on %s %s: %s", request.method, request.path,
+                    _reason(exc))
+    elif isinstance(exc, wx.WeChatError):
+        level = logging.ERROR if PROBLEMS[code].status >= 500 else logging.INFO
+        log.log(level, "WeChat call failed on %s: %s", request.path, exc)
 
 
 # Missing tables: the database was dropped or replaced under us (PostgreSQL's SQLSTATE,

@@ -12,14 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import metrics
-from ..errors import Problem
+from ..errors import Problem, localized_detail, problem_for
 from ..extensions import db
 from ..i18n import _l
 from ..infra.media import Storage, process_avatar
 from ..models import User, utcnow
 from ..wechat import crypto
 from ..wechat.client import InvalidCode, PhoneInfo, WeChatBadResponse, phone_info_from
-from . import programs
+from . import programs, signals
 from .sessions import session_key_is_current
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,9 @@ def set_fields(user: User, changes: dict[str, Any]) -> User:
     return update_profile(user, changes)
 
 
-def bind_phone_code(user: User, code: str) -> User:
-    """Store the phone number behind a phone button's ``code`` (getPhoneNumber).
+def bind_phone_code(user: User, code: str, *, at_login: bool = False) -> User:
+    """Store the phone number behind a phone button's ``code`` (getPhoneNumber); `at_login`:
+    sent with the login (for the `phone_bound` signal).
 
     Raises:
         Problem(invalid_code) with WeChat's errcode; crypto.WatermarkMismatch; the WeChat
@@ -203,7 +204,38 @@ def bind_phone_code(user: User, code: str) -> User:
             "within 5 minutes and only once; a wx.login code is not a phone code",
             reason=str(exc)), advice=PHONE_CODE_ADVICE, errcode=exc.errcode) from None
     crypto.check_watermark({"watermark": info.watermark}, user.appid, 0)
-    return _store_phone(user, info)
+    return _store_phone(user, info, at_login=at_login)
+
+
+def bind_phone_at_login(user: User, code: str) -> dict[str, Any]:
+    """`bind_phone_code` for the ``phone_code`` sent with a login, after the login's
+    transaction: a failure does not undo the login, it is reported instead.
+
+    Returns:
+        ``{"bound": True}``, or ``{"bound": False, "code", "detail"}`` with the problem code
+        the failure would have answered on ``POST /profile/phone`` (invalid_code,
+        watermark_mismatch, wechat_*, …), WeChat's ``errcode`` when it gave one and
+        ``retry_after`` (seconds) when the problem calls for a wait.
+
+    Raises:
+        anything that is not such a failure (a bug).
+    """
+    try:
+        bind_phone_code(user, code, at_login=True)
+    except Exception as exc:
+        problem = problem_for(exc)
+        if problem is None:
+            raise
+        db.session.rollback()
+        log.info("phone number not bound at login of user %s: %s", user.id, problem.kind.code)
+        outcome = {"bound": False, "code": problem.kind.code,
+                   "detail": localized_detail(problem.kind, problem.detail, problem.advice)}
+        if "errcode" in problem.extra:
+            outcome["errcode"] = problem.extra["errcode"]
+        if "Retry-After" in problem.headers:
+            outcome["retry_after"] = int(problem.headers["Retry-After"])
+        return outcome
+    return {"bound": True}
 
 
 def bind_phone_encrypted(user: User, encrypted_data: bytes, iv: bytes,
@@ -220,13 +252,15 @@ def bind_phone_encrypted(user: User, encrypted_data: bytes, iv: bytes,
     except WeChatBadResponse:
         raise Problem("invalid_request", _l("The decrypted data is not a phone number "
                                             "(getPhoneNumber's encryptedData expected).")) from None
-    return _store_phone(user, info)
+    return _store_phone(user, info, at_login=False)
 
 
-def _store_phone(user: User, info: PhoneInfo) -> User:
-    return update_profile(user, {"phone_number": info.phone_number,
-                                 "pure_phone_number": info.pure_phone_number,
-                                 "country_code": info.country_code})
+def _store_phone(user: User, info: PhoneInfo, *, at_login: bool) -> User:
+    update_profile(user, {"phone_number": info.phone_number,
+                          "pure_phone_number": info.pure_phone_number,
+                          "country_code": info.country_code})
+    signals.send_phone_bound(user, at_login=at_login)
+    return user
 
 
 def set_avatar(user: User, data: bytes, *, storage: Storage, max_side: int, max_pixels: int,

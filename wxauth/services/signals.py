@@ -14,6 +14,10 @@ may claim once whichever of the company's mini-programs they come from::
   per unionid, also when first logins in two apps happen at the same moment).
 - ``accounts_merged(app, account, merged_account_id)``: a unionid arrived late and joined
   two accounts of one person; ``merged_account_id`` no longer exists.
+- ``phone_bound(app, user, at_login)``: the user's phone number was stored (``user.phone_number``,
+  ``pure_phone_number``, ``country_code``), from ``POST /profile/phone`` or from the
+  ``phone_code`` of ``POST /auth/login`` (`at_login` True): link the application's own
+  pre-registered members by number here.
 Receivers run in the request; an exception in one is logged and does not fail the login.
 """
 
@@ -28,6 +32,7 @@ _signals = Namespace()
 user_created = _signals.signal("user-created")
 account_created = _signals.signal("account-created")
 accounts_merged = _signals.signal("accounts-merged")
+phone_bound = _signals.signal("phone-bound")
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +54,8 @@ def send_after_login(result) -> None:
         _send(account_created, account=result.account, user=result.user)
     if result.merged_account_id is not None:
         _send(accounts_merged, account=result.account, merged_account_id=result.merged_account_id)
+
+
+def send_phone_bound(user, *, at_login: bool) -> None:
+    """Send `phone_bound` for `user`, whose phone number was just committed."""
+    _send(phone_bound, user=user, at_login=at_login)

@@ -6,7 +6,7 @@ from flask import g, request
 
 from ..errors import WECHAT_CODES, documents_problems
 from ..models import LoginSession
-from ..services import login_log, sessions
+from ..services import login_log, profile, sessions
 from .ratelimit import limited
 from .schemas import (Blueprint, LoginResultSchema, LoginSchema, LoginSessionListSchema,
                       SessionSchema, TokenPairSchema)
@@ -44,9 +44,16 @@ def login(args):
 
     Each login starts a session (``GET /auth/sessions``) and writes a login-log row, as does
     each failed login. A user an operator disabled is refused (403 ``user_disabled``).
+
+    With ``phone_code`` (the phone-number button's ``e.detail.code``) the phone number is
+    bound in the same request, after the login is stored: ``phone`` answers
+    ``{"bound": true}``, or ``{"bound": false, "code", "detail"}`` when WeChat refused the
+    phone code or failed; the login stands either way.
     """
     result = sessions.log_in(args.get("appid"), args["code"], client())
     g.login_outcome = "new" if result["is_new_user"] else "returning"  # (web.metrics)
+    if "phone_code" in args:
+        result["phone"] = profile.bind_phone_at_login(result["user"], args["phone_code"])
     return result
 
 

@@ -120,6 +120,10 @@ class LoginSchema(ma.Schema):
     appid = fields.String(validate=[validate.Length(min=1, max=32), _PRINTABLE], metadata={
         "description": "which mini-program (wx.getAccountInfoSync().miniProgram.appId); "
                        "required when the server serves several"})
+    phone_code = fields.String(validate=[validate.Length(min=1, max=128), _PRINTABLE], metadata={
+        "description": "optional: e.detail.code of <button open-type=\"getPhoneNumber\">, when "
+                       "the app asks for the number at login; the phone is bound in the same "
+                       "request (see `phone` in the answer)"})
 
 
 class ProfileSchema(ma.Schema):
@@ -165,6 +169,23 @@ class LoginResultSchema(TokenPairSchema):
     is_new_account = fields.Boolean(required=True, metadata={
         "description": "first time this person is seen in any of the company's mini-programs"})
     user = fields.Nested(ProfileSchema, required=True)
+    phone = fields.Nested(lambda: PhoneBindingSchema(), metadata={
+        "description": "only when `phone_code` was sent: whether the phone number was bound. "
+                       "A failing phone code does not undo the login"})
+
+
+class PhoneBindingSchema(ma.Schema):
+    """The outcome of a login's ``phone_code``."""
+
+    bound = fields.Boolean(required=True)
+    code = fields.String(metadata={
+        "description": "when not bound: the problem code POST /profile/phone would have "
+                       "answered (invalid_code, watermark_mismatch, wechat_busy, …)"})
+    detail = fields.String(metadata={"description": "when not bound: why, and what to do"})
+    errcode = fields.Integer(metadata={"description": "WeChat's errcode, when it gave one"})
+    retry_after = fields.Integer(metadata={
+        "description": "seconds to wait before sending a new phone code (WeChat busy or "
+                       "rate-limited), as Retry-After would say"})
 
 
 class EncryptedProfileSchema(ma.Schema):
