@@ -177,6 +177,10 @@ class Config:
     # Fernet keys, comma-separated, newest first: session_key columns are encrypted with the
     # first and decrypt with any. `flask users reencrypt` moves rows to the newest.
     SESSION_KEY_ENCRYPTION_KEY = env_str("SESSION_KEY_ENCRYPTION_KEY")
+    # HMAC key of the markers an account deletion leaves (no openid or unionid in clear), so a
+    # person who comes back is not "new" again (README, Account deletion and export). 32+
+    # random bytes; never rotate it: with another key, everyone who deleted counts as new.
+    ERASURE_KEY = env_str("ERASURE_KEY")
 
     # --- Reverse proxies ---------------------------------------------------------------------
     # Comma-separated addresses/networks of the proxies in front (e.g. "127.0.0.1,10.0.0.0/8").
@@ -244,6 +248,7 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 JWT_KEY_FILE = "jwt-secret.key"
 SESSION_KEY_FILE = "session-key-encryption.key"
+ERASURE_KEY_FILE = "erasure.key"
 
 
 def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: bool) -> None:
@@ -252,7 +257,8 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
     Every problem is found before anything fails: production (`production`: neither
     ``FLASK_DEBUG`` nor ``TESTING``) refuses missing settings, both modes malformed ones, all
     of them in one ConfigError. Development fills the gaps: the built-in WeChat emulator, a
-    random JWT key and session_key encryption key kept in `instance_path`, a SQLite file there.
+    random JWT key, session_key encryption key and erasure key kept in `instance_path`, a
+    SQLite file there.
 
     Adds: ``WECHAT_APP_SETTINGS`` (appid → settings, see `parse_apps`), ``WECHAT_EMULATOR``,
     ``TRUSTED_PROXY_NETWORKS``, ``DB_CLIENT_DEADLINE``, ``RATELIMIT_STORAGE_URI``,
@@ -299,6 +305,7 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
     check(_redis, cfg)
     check(_jwt_key, cfg, instance_path, production)
     check(_session_keys, cfg, instance_path, production)
+    check(_erasure_key, cfg, instance_path, production)
     if not cfg.get("MEDIA_ROOT"):
         cfg["MEDIA_ROOT"] = str(Path(instance_path) / "media")
 
@@ -337,6 +344,20 @@ def _jwt_key(cfg: MutableMapping[str, Any], instance_path: str, production: bool
     elif production and len(cfg["JWT_SECRET_KEY"].encode()) < 32:
         raise ConfigError("JWT_SECRET_KEY is shorter than 32 bytes: use 32+ random bytes, e.g. "
                           "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
+
+
+def _erasure_key(cfg: MutableMapping[str, Any], instance_path: str, production: bool) -> None:
+    generate = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    if not cfg.get("ERASURE_KEY"):
+        if production:
+            raise ConfigError("ERASURE_KEY is not set: production needs a key of 32+ random "
+                              f"bytes for the markers of deleted accounts, e.g. {generate} "
+                              "(keep it: never rotate it)")
+        cfg["ERASURE_KEY"] = _instance_secret(instance_path, ERASURE_KEY_FILE,
+                                              lambda: secrets.token_urlsafe(48))
+    elif production and len(cfg["ERASURE_KEY"].encode()) < 32:
+        raise ConfigError(f"ERASURE_KEY is shorter than 32 bytes: use 32+ random bytes, e.g. "
+                          f"{generate} (keep it: never rotate it)")
 
 
 def _session_keys(cfg: MutableMapping[str, Any], instance_path: str, production: bool) -> None:

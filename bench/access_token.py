@@ -60,6 +60,7 @@ def main() -> None:
            "DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
            "JWT_SECRET_KEY": secrets.token_urlsafe(48),
            "SESSION_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+           "ERASURE_KEY": secrets.token_urlsafe(48),
            "REDIS_URL": args.redis, "REDIS_PREFIX": f"wxauth-bench:{secrets.token_hex(4)}:",
            "LOGIN_RATE_LIMIT": "100000 per minute", "WXAUTH_INSTANCE_PATH": str(tmp / "instance"),
            "LOG_LEVEL": "WARNING"}

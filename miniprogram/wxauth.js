@@ -138,27 +138,48 @@ function createClient(options) {
     return state;
   }
 
-  /**
-   * Log in: wx.login → POST /auth/login. Concurrent callers share one attempt.
-   * @returns {Promise<object>} the login answer: {access_token, refresh_token, expires_in,
-   *   is_new_user, is_new_account, user}
-   * @throws {WxAuthError} 'wx_login_failed', 'network_error', or the server's code
-   *   (invalid_code, wechat_busy, rate_limited, …)
-   */
-  function login() {
-    if (loginInFlight) return loginInFlight;
-    loginInFlight = promisify(wxApi.login, {})
+  /** wx.login's code (a WxAuthError 'wx_login_failed' when it fails). */
+  function wxLoginCode() {
+    return promisify(wxApi.login, {})
       .catch((err) => {
         throw new WxAuthError('wx_login_failed', 0, (err && err.errMsg) || 'wx.login failed');
       })
-      .then(({ code }) => send('POST', '/auth/login', appid ? { code, appid } : { code }))
+      .then(({ code }) => code);
+  }
+
+  /**
+   * Log in: wx.login → POST /auth/login. Concurrent callers share one attempt.
+   * @param {object} [options]
+   * @param {string} [options.phoneCode] e.detail.code of <button open-type="getPhoneNumber">,
+   *   when the app asks for the number at login: the phone is bound in the same request. A
+   *   login with a phone code is never merged into one already in flight (it runs after it).
+   * @returns {Promise<object>} the login answer: {access_token, refresh_token, expires_in,
+   *   is_new_user, is_new_account, user}, and with a phoneCode `phone`: {bound: true}, or
+   *   {bound: false, code, detail} (the login stands; ask for the number again later)
+   * @throws {WxAuthError} 'wx_login_failed', 'network_error', or the server's code
+   *   (invalid_code, wechat_busy, rate_limited, …)
+   */
+  function login(options) {
+    const phoneCode = options && options.phoneCode;
+    if (loginInFlight && !phoneCode) return loginInFlight;
+    const before = loginInFlight ? loginInFlight.catch(() => {}) : Promise.resolve();
+    const attempt = before
+      .then(wxLoginCode)
+      .then((code) => {
+        const body = { code };
+        if (appid) body.appid = appid;
+        if (phoneCode) body.phone_code = phoneCode;
+        return send('POST', '/auth/login', body);
+      })
       .then((res) => {
         if (res.statusCode !== 200) throw toError(res);
         saveLogin(res.data);
         return res.data;
-      })
-      .finally(() => { loginInFlight = null; });
-    return loginInFlight;
+      });
+    loginInFlight = attempt;
+    attempt.finally(() => { if (loginInFlight === attempt) loginInFlight = null; })
+      .catch(() => {});
+    return attempt;
   }
 
   let renewInFlight = null;
@@ -320,6 +341,33 @@ function createClient(options) {
   }
 
   /**
+   * Delete the user's account (DELETE /profile): the person, in every mini-program of the
+   * server. Gets a fresh wx.login code itself (the confirmation), sends it, and forgets the
+   * stored login state. Ask the user to confirm before calling it.
+   * @returns {Promise<void>}
+   * @throws {WxAuthError} confirmation_mismatch, code_used / invalid_code, wechat_* codes,
+   *   401 codes (after one renewal), 'wx_login_failed', network_error; the account and the
+   *   stored state are kept then
+   */
+  async function deleteAccount() {
+    let state = await ensureState();
+    for (let attempt = 0; ; attempt += 1) {
+      const code = await wxLoginCode(); // a fresh one for each try: codes are single-use
+      const res = await send('DELETE', '/profile', { code }, state.accessToken);
+      if (res.statusCode === 204) {
+        writeState(null);
+        return;
+      }
+      const error = toError(res);
+      if (attempt === 0 && res.statusCode === 401 && RENEWABLE.includes(error.code)) {
+        state = await renew(state.accessToken);
+        continue;
+      }
+      throw error;
+    }
+  }
+
+  /**
    * The user's live sessions in this mini-program: one per login, i.e. per device, newest first.
    * @returns {Promise<object[]>} [{id, appid, created_at, last_used_at, client_address,
    *   user_agent, current}] — `current` marks this device's
@@ -343,7 +391,7 @@ function createClient(options) {
 
   return {
     login, request, logout, updateProfile, bindPhone, uploadAvatar, prepareForEncryptedData,
-    sessions, endSession,
+    deleteAccount, sessions, endSession,
   };
 }
 

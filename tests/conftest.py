@@ -24,7 +24,7 @@ import flask_migrate
 import pytest
 
 import services
-from helpers import (APPID, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET,
+from helpers import (APPID, ERASURE_KEY, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET,
                      SESSION_KEY_ENCRYPTION_KEY, EmulatorHandle, LiveServer, ServerClient,
                      environment, test_config)
 from wxauth import create_app
@@ -156,7 +156,8 @@ def production_env(tmp_path, emulator):
     return environment(tmp_path, WECHAT_APPID=APPID, WECHAT_SECRET=SECRET,
                        WECHAT_API_BASE=emulator.url, DATABASE_URL=f"sqlite:///{db_file}",
                        JWT_SECRET_KEY=JWT_KEY,
-                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY)
+                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
+                       ERASURE_KEY=ERASURE_KEY)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ OTHER_APPID = "wxfedcba0987654321"
 OTHER_SECRET = "other-secret-" + secrets.token_hex(8)
 JWT_KEY = secrets.token_urlsafe(48)
 SESSION_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
+ERASURE_KEY = secrets.token_urlsafe(48)
 
 
 class LiveServer:
@@ -111,6 +112,7 @@ def test_config(tmp_path, emulator_url: str, **overrides: Any) -> dict[str, Any]
         "LOGIN_RATE_LIMIT": "10000 per minute",
         "JWT_SECRET_KEY": JWT_KEY,
         "SESSION_KEY_ENCRYPTION_KEY": SESSION_KEY_ENCRYPTION_KEY,
+        "ERASURE_KEY": ERASURE_KEY,
         **overrides,
     }
 

@@ -18,7 +18,7 @@ from .errors import Problem
 from .extensions import db
 from .infra.cipher import SessionKeyCipher
 from .models import Account, User
-from .services import login_log, programs, sessions, users
+from .services import login_log, programs, rights, sessions, users
 from .state import EMULATOR_MOUNT, state
 from .web.schemas import ProfileSchema
 from .wechat import jsontext
@@ -266,6 +266,20 @@ def accounts_enable(account_id: int) -> None:
     account = _account(account_id)
     users.enable_account(account)
     click.echo(f"enabled account {account.id}")
+
+
+@accounts_cli.command("delete")
+@click.argument("account_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def accounts_delete(account_id: int, yes: bool) -> None:
+    """Delete the person of account ID in every app, as DELETE /profile does: their data
+    erased, their tokens refused; a marker (no openid or unionid) and the login log's rows
+    are kept (README, Account deletion and export)."""
+    account = _account(account_id)
+    if not yes:
+        click.confirm(f"Delete account {account.id} and every app user of it?", abort=True)
+    erased = rights.erase_account(account.id)
+    click.echo(f"deleted account {account_id} and its {len(erased)} app users")
 
 
 @logs_cli.command("prune")

@@ -149,6 +149,10 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(404, "session_not_found", _l("Session not found"),
                     _l("GET /auth/sessions lists the sessions that can be ended."),
                     detail=_l("No live session of yours has this id.")),
+        # the person's own rights (services.rights)
+        ProblemKind(403, "confirmation_mismatch", _l("Confirmation from another user"),
+                    _l("Deleting an account needs a fresh wx.login code of the same user."),
+                    detail=_l("The confirmation code belongs to another user.")),
     )
 }
 

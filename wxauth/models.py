@@ -227,3 +227,21 @@ class LoginEvent(db.Model):
 
     def __repr__(self) -> str:
         return f"<LoginEvent {self.id} {self.outcome}>"
+
+
+class DeletedSubject(db.Model):
+    """The marker an account deletion leaves of each identity it erased: ``digest`` is
+    hex(HMAC-SHA256(``ERASURE_KEY``, identity)) of an app user (appid, openid) or of a
+    unionid (`wxauth.services.markers`); the identity itself is not stored. A login whose
+    identity matches a marker is a returning person, not a new one.
+    """
+
+    __tablename__ = "deleted_subjects"
+    __table_args__ = (UniqueConstraint("digest", name="uq_deleted_subjects_digest"), UTF8MB4)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<DeletedSubject {self.id}>"

@@ -7,7 +7,7 @@ by name) and re-encodes it with Pillow (which drops EXIF, GPS and any trailing p
 `LocalStorage` writes under a folder (default: ``<instance>/media``) and the app serves it at
 ``/media/<name>``. Names are content hashes, so a URL never changes meaning and re-uploading
 the same image stores nothing new. Another backend (object storage, a CDN) implements the
-same method.
+same methods.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import secrets
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class InvalidImage(ValueError):
@@ -73,15 +75,34 @@ def process_avatar(data: bytes, max_side: int, max_pixels: int) -> tuple[str, by
     return f"avatars/{hashlib.sha256(encoded).hexdigest()[:32]}.{extension}", encoded
 
 
+_AVATAR_NAME = re.compile(r"/(avatars/[0-9a-f]{32}\.(?:jpg|png|webp))\Z")
+
+
+def avatar_name(url: str | None) -> str | None:
+    """The stored name (``avatars/<hash>.<ext>``, as `process_avatar` names files) an avatar
+    URL ends with; None for any other URL (WeChat's own avatars, other sites)."""
+    if not url:
+        return None
+    found = _AVATAR_NAME.search(urlsplit(url).path)
+    return found.group(1) if found else None
+
+
 class Storage:
     def save(self, name: str, data: bytes) -> None:
         """Store `data` under `name` (a relative path such as ``avatars/ab12….jpg``)."""
+        raise NotImplementedError
+
+    def delete(self, name: str) -> None:
+        """Remove the file `name`; nothing happens when it is not there."""
         raise NotImplementedError
 
 
 class LocalStorage(Storage):
     def __init__(self, root: str | Path):
         self.root = Path(root)
+
+    def delete(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
 
     def save(self, name: str, data: bytes) -> None:
         target = self.root / name

@@ -31,7 +31,7 @@ from ..extensions import db
 from ..i18n import _l
 from ..models import Account, User, UTCDateTime, utcnow
 from ..wechat.client import Code2SessionResult
-from . import signals
+from . import markers, signals
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,24 @@ def _no_record(user: User, is_new_user: bool, now: datetime) -> None:
 @dataclass
 class LoginResult:
     user: User
-    is_new_user: bool  # first login of this openid in this app
+    user_created: bool  # this login created the app user's row
     account: Account | None  # the person's account (None: not looked at, nothing new)
-    is_new_account: bool  # first time this person is seen in any app
+    account_created: bool  # this login created the account's row
     merged_account_id: int | None = None  # an account folded into `account` by this login
+    # rows created again after the person deleted their account (`markers` matched): the
+    # app user's (its openid's marker), the person's (any marker of theirs, unionid included)
+    returning_user: bool = False
+    returning_person: bool = False
+
+    @property
+    def is_new_user(self) -> bool:
+        """The first login of this openid in this app, ever."""
+        return self.user_created and not self.returning_user
+
+    @property
+    def is_new_account(self) -> bool:
+        """The first time this person is seen in any app, ever."""
+        return self.account_created and not self.returning_person
 
 
 def login(appid: str, session: Code2SessionResult, record: Record = _no_record) -> LoginResult:
@@ -93,6 +107,9 @@ def login(appid: str, session: Code2SessionResult, record: Record = _no_record) 
       and for the unionid's account, row locks around a merge, and the whole transaction
       retried when the database reports a deadlock or a row vanished under it.
     - `record` adds the caller's rows to the transaction (called again if it is retried).
+    - A first login (the user's row created) whose openid or unionid matches the marker of
+      a deleted account (`markers`) is not new: ``returning_user`` when the openid matches
+      (not ``is_new_user``), ``returning_person`` when any does (not ``is_new_account``).
     - Commits, then sends the signals `user_created`, `account_created`, `accounts_merged`.
 
     Raises:
@@ -269,9 +286,15 @@ def _first_login(appid, session, now, union_account, union_created, record) -> L
             raise UserDisabled(user.id)
     elif is_new_user and account_new:  # alone in a new account: no query for app_count
         set_committed_value(user, "app_count", 1)
-    record(user, is_new_user, now)
+    # the markers of a deletion (one query, on a user's first login only)
+    known = (markers.known(markers.digests(appid, session.openid, session.unionid))
+             if is_new_user else set())
+    result = LoginResult(user, is_new_user, account, account_new,
+                         returning_user=markers.of_user(appid, session.openid) in known,
+                         returning_person=bool(known))
+    record(user, result.is_new_user, now)
     db.session.commit()
-    return LoginResult(user, is_new_user, account, account_new)
+    return result
 
 
 def _merge(account: Account, union_account: Account, unionid: str):

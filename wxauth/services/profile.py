@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
+
+from sqlalchemy import select
 
 from .. import metrics
 from ..errors import Problem, localized_detail, problem_for
 from ..extensions import db
 from ..i18n import _l
-from ..infra.media import Storage, process_avatar
+from ..infra.media import Storage, avatar_name, process_avatar
 from ..models import User, utcnow
 from ..wechat import crypto
 from ..wechat.client import InvalidCode, PhoneInfo, WeChatBadResponse, phone_info_from
@@ -266,12 +269,30 @@ def _store_phone(user: User, info: PhoneInfo, *, at_login: bool) -> User:
 def set_avatar(user: User, data: bytes, *, storage: Storage, max_side: int, max_pixels: int,
                url_for_name: Callable[[str], str]) -> User:
     """Re-encode an uploaded avatar (bytes), store it and make its URL the user's
-    ``avatar_url``. `max_side`, `max_pixels`: pixels; `url_for_name` gives the public URL of a
-    stored name.
+    ``avatar_url``; the avatar it replaces is deleted from storage unless another user uses
+    it (`forget_avatars`). `max_side`, `max_pixels`: pixels; `url_for_name` gives the public
+    URL of a stored name.
 
     Raises:
         InvalidImage (`wxauth.infra.media`) for anything not a JPEG, PNG or WebP image.
     """
     name, encoded = process_avatar(data, max_side, max_pixels)
     storage.save(name, encoded)
-    return update_profile(user, {"avatar_url": url_for_name(name)})
+    previous = user.avatar_url
+    update_profile(user, {"avatar_url": url_for_name(name)})
+    if previous != user.avatar_url:
+        forget_avatars(storage, [previous])
+    return user
+
+
+def forget_avatars(storage: Storage, urls: Iterable[str | None]) -> None:
+    """Delete the stored files of these avatar URLs (ours only: `avatar_name`) that no user
+    uses any more: a replaced avatar, or those of a deleted account. Files are named by
+    their content, so two users who uploaded the same image share one file: it stays while
+    either uses it. Call after the change committed."""
+    names = {name for name in map(avatar_name, urls) if name}
+    for name in sorted(names):
+        in_use = db.session.execute(select(User.id).where(
+            User.avatar_url.endswith(name, autoescape=True)).limit(1)).first()
+        if in_use is None:
+            storage.delete(name)

@@ -225,9 +225,15 @@ def claim_refresh(payload: dict[str, Any]) -> None:
 
 
 def check_version(user: User, payload: dict[str, Any]) -> None:
-    """Raise Problem(token_revoked) when the user's tokens were revoked after this one."""
+    """Raise Problem(token_revoked) when the user's tokens were revoked after this one, or
+    when the token is older than the user's row: it was issued to an earlier user of the same
+    openid, deleted since (``users delete``, an account deletion), whose version it may
+    share. (``iat`` is whole seconds, cut down: a token issued at the user's creation passes.)
+    """
     if payload.get("ver") != user.token_version:
         raise Problem("token_revoked", _l("The user's tokens were revoked."))
+    if payload.get("iat", 0) < int(user.created_at.timestamp()):
+        raise Problem("token_revoked", _l("The token was issued before this user was created."))
 
 
 def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) -> User:

@@ -6,10 +6,11 @@ from flask import current_app, request, url_for
 
 from ..errors import WECHAT_CODES, Problem
 from ..i18n import _l
-from ..services import profile
+from ..services import profile, rights
 from ..state import state
-from .schemas import (AvatarUploadSchema, Blueprint, EncryptedProfileSchema, PhoneSchema,
-                      ProfilePatchSchema, ProfileSchema)
+from .schemas import (AvatarUploadSchema, Blueprint, DeleteAccountSchema,
+                      EncryptedProfileSchema, ExportSchema, PhoneSchema, ProfilePatchSchema,
+                      ProfileSchema)
 from .security import current_user, login_required
 
 blp = Blueprint("profile", __name__, url_prefix="/profile", description="The user's profile")
@@ -62,6 +63,36 @@ def patch_profile(args):
     ``content_rejected``; ``review`` is accepted and logged.
     """
     return profile.set_fields(current_user(), args)
+
+
+@blp.route("", methods=["DELETE"])
+@login_required(blp, "invalid_request", "payload_too_large", "invalid_code", "code_used",
+                "user_blocked", "confirmation_mismatch", *WECHAT_CODES)
+@blp.arguments(DeleteAccountSchema)
+@blp.response(204)
+def delete_account(args):
+    """Delete the user's account: the person, in every mini-program of this server.
+
+    Send ``{"code"}``: a fresh ``wx.login()`` code from the user's own device, the
+    confirmation (403 ``confirmation_mismatch`` when it is another user's). Erases their
+    app users (openid, unionid, session_key, nickname, avatar and its file, phone, place
+    fields), the account and every session: every token of theirs is refused from the next
+    request on. Kept: a marker (HMAC, no openid or unionid in clear) so that the person
+    coming back is not new, and the login log's rows until their retention ends, no longer
+    linked to a user.
+    """
+    rights.delete_own_account(current_user(), args["code"])
+    return ""
+
+
+@blp.route("/export", methods=["GET"])
+@login_required(blp)
+@blp.response(200, ExportSchema)
+def export():
+    """Everything stored about the user's person, as one JSON document: the account, its
+    app users in every mini-program, every session and the login log's rows. Never the
+    session_key nor any token material. Times are ISO 8601, UTC."""
+    return rights.export(current_user())
 
 
 @blp.route("/phone", methods=["POST"])

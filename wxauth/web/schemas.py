@@ -279,3 +279,70 @@ class ProfilePatchSchema(ma.Schema):
     province = fields.String(**_text)
     city = fields.String(**_text)
     language = fields.String(allow_none=True, validate=[validate.Length(max=16), _PRINTABLE])
+
+
+class DeleteAccountSchema(ma.Schema):
+    """``DELETE /profile``'s confirmation."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    code = fields.String(required=True, validate=[validate.Length(min=1, max=128), _PRINTABLE],
+                         metadata={"description": "a fresh code from wx.login() on the user's "
+                                                  "own device: the confirmation"})
+
+
+class ExportAccountSchema(ma.Schema):
+    id = fields.Integer(required=True)
+    unionid = fields.String(allow_none=True)
+    created_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
+    disabled_at = fields.DateTime(format="iso", allow_none=True)
+    disabled_reason = fields.String(allow_none=True)
+
+
+class ExportUserSchema(ProfileSchema):
+    """An app user as stored (never the session_key)."""
+
+    appid = fields.String(required=True)
+    openid = fields.String(required=True)
+    unionid = fields.String(allow_none=True)
+    last_login_at = fields.DateTime(format="iso", metadata={"description": "ISO 8601, UTC"})
+    disabled_at = fields.DateTime(format="iso", allow_none=True)
+    disabled_reason = fields.String(allow_none=True)
+
+
+class ExportSessionSchema(LoginSessionSchema):
+    """A session as stored, live or ended (its id is not a credential)."""
+
+    class Meta:
+        exclude = ("current",)
+
+    user_id = fields.Integer(required=True)
+    ended_at = fields.DateTime(format="iso", allow_none=True)
+    ended_reason = fields.String(allow_none=True, metadata={
+        "description": "logout, ended, kicked, limit, reused, disabled"})
+
+
+class ExportLoginEventSchema(ma.Schema):
+    """A row of the login log."""
+
+    at = fields.DateTime(format="iso", required=True, metadata={"description": "ISO 8601, UTC"})
+    appid = fields.String(allow_none=True)
+    user_id = fields.Integer(allow_none=True)
+    client_address = fields.String(allow_none=True)
+    user_agent = fields.String(allow_none=True)
+    outcome = fields.String(required=True, metadata={
+        "description": "new, returning, or the problem code the login answered"})
+    errcode = fields.Integer(allow_none=True, metadata={"description": "WeChat's errcode"})
+
+
+class ExportSchema(ma.Schema):
+    """Everything stored about the person (all the apps of the account); nothing secret."""
+
+    exported_at = fields.DateTime(format="iso", required=True)
+    account = fields.Nested(ExportAccountSchema, required=True)
+    users = fields.List(fields.Nested(ExportUserSchema), required=True)
+    sessions = fields.List(fields.Nested(ExportSessionSchema), required=True, metadata={
+        "description": "every session (login, device), live or ended, newest first"})
+    login_events = fields.List(fields.Nested(ExportLoginEventSchema), required=True, metadata={
+        "description": "the login log's rows of the person, newest first"})
