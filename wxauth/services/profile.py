@@ -8,8 +8,7 @@ in `sessions`, where the user's (deferred) column loads on first use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select

@@ -14,7 +14,9 @@ at every request (403 user_disabled), refresh included.
 - Refresh rotates: each refresh token works once. The first use is claimed atomically in the
   shared store; a second use (a stolen, replayed token) revokes the whole family.
 - Logout revokes the presented token's family: its access and refresh tokens.
-- `users revoke-tokens` / `users delete` bump or remove the user: every token of theirs fails.
+- `users revoke-tokens` / `users delete` / an account deletion (`rights`) bump or remove the
+  user: every token of theirs fails, also once the same openid is back (a token older than
+  its user is refused, `check_version`).
 Revocations live in the shared store (Redis in production) until the tokens would expire.
 """
 
