@@ -16,7 +16,8 @@ import config
 import services
 from config import APPID_SHAPE, ConfigError
 from faults import PrivateRedis
-from helpers import (APPID, JWT_KEY, ROOT, SECRET, SESSION_KEY_ENCRYPTION_KEY, environment,
+from helpers import (APPID, ERASURE_KEY, JWT_KEY, ROOT, SECRET, SESSION_KEY_ENCRYPTION_KEY,
+                     environment,
                      free_port, run)
 from wxauth import create_app
 from wxauth.extensions import db
@@ -96,7 +97,7 @@ def test_processes_stop_with_one_line_per_problem(tmp_path, command):
     and no pid file left behind."""
     env = environment(tmp_path, WECHAT_SECRET=SECRET, JWT_SECRET_KEY=JWT_KEY,
                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
-                      GUNICORN_BIND=f"127.0.0.1:{free_port()}", GUNICORN_WORKERS="2",
+                      ERASURE_KEY=ERASURE_KEY, GUNICORN_BIND=f"127.0.0.1:{free_port()}", GUNICORN_WORKERS="2",
                       **{name: value for name, value, _ in BAD[:6]})
     pidfile = tmp_path / "gunicorn.pid"
     if command[0] == "gunicorn":

@@ -30,6 +30,8 @@ OPERATION_IDS = {
     ("patch", "/profile"): "updateProfile",
     ("post", "/profile/phone"): "bindPhoneNumber",
     ("post", "/profile/avatar"): "uploadAvatar",
+    ("delete", "/profile"): "deleteAccount",
+    ("get", "/profile/export"): "exportPersonalData",
     ("get", "/healthz"): "getHealth",
 }
 

@@ -16,9 +16,10 @@ import requests
 import sqlalchemy as sa
 from PIL import Image
 
-from config import ConfigError, complete
+from config import ConfigError
 from helpers import APPID, ERASURE_KEY, JWT_KEY, OTHER_APPID, assert_problem, emulator_post
 from test_accounts import login, two_apps  # noqa: F401  (two_apps: a fixture)
+from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.models import DeletedSubject, LoginEvent, LoginSession
 from wxauth.services.signals import account_created, account_deleted, user_created
@@ -295,12 +296,10 @@ def test_the_openapi_document_covers_deletion_and_export(server):
     assert "session_key" not in exported["ExportUser"]["properties"]
 
 
-@pytest.mark.parametrize("value,message", [(None, "ERASURE_KEY is not set"),
-                                           ("short", "shorter than 32 bytes")])
-def test_production_needs_an_erasure_key(tmp_path, value, message):
-    cfg = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db", "JWT_SECRET_KEY": JWT_KEY,
-           "SESSION_KEY_ENCRYPTION_KEY": "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg=",
-           "ERASURE_KEY": value, "DB_POOL_RECYCLE": 1, "DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 1,
-           "DB_POOL_TIMEOUT": 1, "DB_CONNECT_TIMEOUT": 1, "DB_STATEMENT_TIMEOUT": 1}
-    with pytest.raises(ConfigError, match=message):
-        complete(cfg, instance_path=str(tmp_path), production=True)
+@pytest.mark.parametrize("value,message", [("", "ERASURE_KEY is not set"),
+                                           ("short", "ERASURE_KEY is shorter than 32 bytes")])
+def test_production_needs_an_erasure_key(app_config, value, message):
+    with pytest.raises(ConfigError) as info:
+        create_app({**app_config, "TESTING": False, "ERASURE_KEY": value})
+    assert [line for line in info.value.problems if "ERASURE_KEY" in line] == [
+        next(line for line in info.value.problems if line.startswith(message))]

@@ -194,5 +194,20 @@ test('real requests and answers validate against their schemas, every schema onc
   assert.equal(refreshed.status, 200);
   assert.equal((await call('POST', '/auth/logout', { token: refreshed.data.access_token })).status, 204);
 
+  // the phone at login, the export (its parts are schemas of their own), the deletion
+  const phoneCode = (await emulatorPost(server.emulatorUrl, '/dev/phone-code', { openid })).code;
+  const again = await call('POST', '/auth/login', {
+    body: { code: (await emulatorPost(server.emulatorUrl, '/dev/code', { openid })).code, phone_code: phoneCode } });
+  assert.equal(again.status, 200);
+  check({ $ref: `${REF}PhoneBinding` }, again.data.phone, 'POST /auth/login phone');
+  const exported = await call('GET', '/profile/export', { token: again.data.access_token });
+  assert.equal(exported.status, 200);
+  for (const [name, part] of [['ExportAccount', exported.data.account], ['ExportUser', exported.data.users[0]],
+    ['ExportSession', exported.data.sessions[0]], ['ExportLoginEvent', exported.data.login_events[0]]]) {
+    check({ $ref: `${REF}${name}` }, part, `GET /profile/export ${name}`);
+  }
+  const confirm = (await emulatorPost(server.emulatorUrl, '/dev/code', { openid })).code;
+  assert.equal((await call('DELETE', '/profile', { token: again.data.access_token, body: { code: confirm } })).status, 204);
+
   assert.deepEqual([...validated].sort(), Object.keys(doc.components.schemas).sort());
 });

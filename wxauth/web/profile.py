@@ -66,6 +66,7 @@ def patch_profile(args):
 
 
 @blp.route("", methods=["DELETE"])
+@blp.doc(operationId="deleteAccount")
 @login_required(blp, "invalid_request", "payload_too_large", "invalid_code", "code_used",
                 "user_blocked", "confirmation_mismatch", *WECHAT_CODES)
 @blp.arguments(DeleteAccountSchema)
@@ -86,12 +87,15 @@ def delete_account(args):
 
 
 @blp.route("/export", methods=["GET"])
+@blp.doc(operationId="exportPersonalData")
 @login_required(blp)
 @blp.response(200, ExportSchema)
 def export():
-    """Everything stored about the user's person, as one JSON document: the account, its
-    app users in every mini-program, every session and the login log's rows. Never the
-    session_key nor any token material. Times are ISO 8601, UTC."""
+    """Export everything stored about the user's person.
+
+    One JSON document: the account, its app users in every mini-program, every session and
+    the login log's rows. Never the session_key nor any token material. Times are ISO 8601,
+    UTC."""
     return rights.export(current_user())
 
 
