@@ -27,9 +27,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  # fail too, as on a machine without network
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 OPERATIONS = {"POST /auth/login", "POST /auth/refresh", "POST /auth/logout",
+              "GET /auth/sessions", "DELETE /auth/sessions/{session_id}",
               "GET /auth/session", "GET /profile", "POST /profile", "PATCH /profile",
-              "POST /profile/phone", "POST /profile/avatar", "GET /healthz",
-              "GET /auth/sessions", "DELETE /auth/sessions/{session_id}"}
+              "DELETE /profile", "GET /profile/export",
+              "POST /profile/phone", "POST /profile/avatar", "GET /healthz"}
 
 
 def _need(what: str) -> None:
