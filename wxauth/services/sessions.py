@@ -88,11 +88,14 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
         login.UserDisabled (403 user_disabled).
     """
     family = uuid.uuid4().hex
-    ended: list[str] = []
 
     def record(user: User, is_new_user: bool, now: datetime) -> None:
         login_log.add_success(user, is_new_user, client, now)
-        ended[:] = start_session(user, family, client, now)
+        # Sessions beyond MAX_SESSIONS_PER_USER are revoked before the commit: should the
+        # shared store fail, the login fails (503) and writes nothing, instead of leaving
+        # sessions marked ended whose tokens still work.
+        for old in start_session(user, family, client, now):
+            revoke_family(old)
 
     try:
         program = programs.get(appid)
@@ -101,8 +104,6 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
     except Exception as exc:
         login_log.record_failure(appid, client, exc, getattr(exc, "user_id", None))
         raise
-    for old in ended:
-        revoke_family(old)
     return {**issue(result.user, family), "is_new_user": result.is_new_user,
             "is_new_account": result.is_new_account, "user": result.user}
 
@@ -115,7 +116,7 @@ def insert_session_stmt():
 
 def start_session(user: User, family: str, client: Client, now: datetime) -> list[str]:
     """Add the session row of a login to its transaction; returns the sessions that
-    ``MAX_SESSIONS_PER_USER`` ends (marked here, to revoke after the commit)."""
+    ``MAX_SESSIONS_PER_USER`` ends (marked ended here; the caller revokes their families)."""
     db.session.execute(insert_session_stmt(), {
         "id": family, "user_id": user.id, "appid": user.appid, "created_at": now,
         "last_used_at": now, "client_address": client.address, "user_agent": client.user_agent})
