@@ -82,18 +82,21 @@ def text_formatter() -> TextFormatter:
     return TextFormatter(TEXT_FORMAT, defaults=NO_REQUEST)
 
 
+class OwnHandler(logging.StreamHandler):
+    """The stream handler `log_handler` makes: the app may replace it."""
+
+
 def log_handler(log_format: str = "text", stream: Any = None) -> logging.Handler:
     """A stream handler (stderr unless `stream`) with the `log_format` ("text" or "json")
     formatter, marked as the app's own (`is_own_handler`)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = OwnHandler(stream or sys.stderr)
     handler.setFormatter(json_formatter() if log_format == "json" else text_formatter())
-    handler._wxauth = True  # type: ignore[attr-defined]
     return handler
 
 
 def is_own_handler(handler: logging.Handler) -> bool:
     """Whether `handler` was made by `log_handler` (the app may replace it)."""
-    return getattr(handler, "_wxauth", False)
+    return isinstance(handler, OwnHandler)
 
 
 class AccessFields(logging.Filter):
