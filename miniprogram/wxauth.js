@@ -35,16 +35,32 @@ class WxAuthError extends Error {
    * @param {number} status  HTTP status, 0 when there was no answer
    * @param {string} detail  human-readable explanation
    * @param {object} [body]  the full problem+json body, when there was one
+   * @param {number|null} [retryAfter] seconds from the answer's Retry-After header (429 and
+   *   503 answers: rate_limited, wechat_busy, wechat_unavailable, database_unavailable…), the
+   *   earliest moment worth trying again; null when the server did not say
    */
-  constructor(code, status, detail, body) {
+  constructor(code, status, detail, body, retryAfter) {
     super(detail || code);
     this.name = 'WxAuthError';
     this.code = code;
     this.status = status;
     this.detail = detail || code;
     this.body = body || null;
+    this.retryAfter = retryAfter == null ? null : retryAfter;
     this.askAgain = false; // true: ask the user for the data again (new encryptedData)
   }
+}
+
+/**
+ * The Retry-After header of a wx.request answer, in whole seconds.
+ * @param {object} [header] the answer's headers (any letter case)
+ * @returns {number|null} seconds, null when absent or not a number of seconds
+ */
+function retryAfterOf(header) {
+  if (!header || typeof header !== 'object') return null;
+  const name = Object.keys(header).find((key) => key.toLowerCase() === 'retry-after');
+  const seconds = name === undefined ? NaN : Number(header[name]);
+  return Number.isInteger(seconds) && seconds >= 0 ? seconds : null;
 }
 
 /**
@@ -109,7 +125,7 @@ function createClient(options) {
     const body = res && res.data && typeof res.data === 'object' ? res.data : null;
     const status = res ? res.statusCode : 0;
     if (body && typeof body.code === 'string') {
-      return new WxAuthError(body.code, status, body.detail, body);
+      return new WxAuthError(body.code, status, body.detail, body, retryAfterOf(res.header));
     }
     return new WxAuthError('bad_response', status, `HTTP ${status} without a problem+json body`);
   }

@@ -216,3 +216,29 @@ describe('sessions', () => {
     assert.equal((await phone.client.sessions()).length, 2); // the tablet's new login
   });
 });
+
+describe('retry later', () => {
+  let limited; // two logins per minute per client address
+  before(async () => { limited = await startServer({ LOGIN_RATE_LIMIT: '2 per minute' }); });
+  after(() => { if (limited) limited.stop(); });
+
+  test('a refused login carries Retry-After as retryAfter (seconds)', async () => {
+    const { client } = setup(limited);
+    await client.login();
+    await client.login();
+    const error = await client.login().then(() => null, (e) => e);
+    assert.ok(error instanceof WxAuthError, String(error));
+    assert.equal(error.code, 'rate_limited');
+    assert.equal(error.status, 429);
+    assert.ok(Number.isInteger(error.retryAfter) && error.retryAfter > 0 && error.retryAfter <= 60,
+      `retryAfter ${error.retryAfter}`);
+  });
+
+  test('an answer without Retry-After gives null', async () => {
+    const { client } = setup();
+    const error = await client.request({ url: '/auth/sessions/no-such-session', method: 'DELETE' })
+      .then(() => null, (e) => e);
+    assert.equal(error.code, 'session_not_found');
+    assert.equal(error.retryAfter, null);
+  });
+});
