@@ -235,12 +235,21 @@ function createClient(options) {
    */
   async function request(opts) {
     const method = (opts.method || 'GET').toUpperCase();
+    const res = await authorized((token) => send(method, opts.url, opts.data, token));
+    return res.statusCode === 204 ? undefined : res.data;
+  }
+
+  /**
+   * Make `call(accessToken)` (a promise of a wx.request-like answer: statusCode, data,
+   * header) with the stored login state; on a renewable 401 renew once and call again.
+   * @returns {Promise<object>} the 2xx answer
+   * @throws {WxAuthError} the server's problem (a second 401 too), or what `call` throws
+   */
+  async function authorized(call) {
     let state = await ensureState();
     for (let attempt = 0; ; attempt += 1) {
-      const res = await send(method, opts.url, opts.data, state.accessToken);
-      if (res.statusCode >= 200 && res.statusCode < 300) {
-        return res.statusCode === 204 ? undefined : res.data;
-      }
+      const res = await call(state.accessToken);
+      if (res.statusCode >= 200 && res.statusCode < 300) return res;
       const error = toError(res);
       if (attempt === 0 && res.statusCode === 401 && RENEWABLE.includes(error.code)) {
         state = await renew(state.accessToken);
@@ -332,11 +341,10 @@ function createClient(options) {
    * @throws {WxAuthError} invalid_image, payload_too_large, 401 codes, network_error
    */
   async function uploadAvatar(tempFilePath) {
-    let state = await ensureState();
-    for (let attempt = 0; ; attempt += 1) {
-      const header = { Authorization: `Bearer ${state.accessToken}` };
+    const res = await authorized(async (token) => {
+      const header = { Authorization: `Bearer ${token}` };
       if (language) header['Accept-Language'] = language;
-      const res = await promisify(wxApi.uploadFile, {
+      const answer = await promisify(wxApi.uploadFile, {
         url: `${baseUrl}/profile/avatar`,
         filePath: tempFilePath,
         name: 'file',
@@ -344,16 +352,11 @@ function createClient(options) {
       }).catch((err) => {
         throw new WxAuthError('network_error', 0, (err && err.errMsg) || 'upload failed');
       });
-      let data = res.data;
+      let data = answer.data;
       try { data = typeof data === 'string' ? JSON.parse(data) : data; } catch (e) { data = null; }
-      if (res.statusCode === 200) return data;
-      const error = toError({ statusCode: res.statusCode, data });
-      if (attempt === 0 && res.statusCode === 401 && RENEWABLE.includes(error.code)) {
-        state = await renew(state.accessToken);
-        continue;
-      }
-      throw error;
-    }
+      return { statusCode: answer.statusCode, data, header: answer.header };
+    });
+    return res.data;
   }
 
   /**
@@ -366,21 +369,10 @@ function createClient(options) {
    *   stored state are kept then
    */
   async function deleteAccount() {
-    let state = await ensureState();
-    for (let attempt = 0; ; attempt += 1) {
-      const code = await wxLoginCode(); // a fresh one for each try: codes are single-use
-      const res = await send('DELETE', '/profile', { code }, state.accessToken);
-      if (res.statusCode === 204) {
-        writeState(null);
-        return;
-      }
-      const error = toError(res);
-      if (attempt === 0 && res.statusCode === 401 && RENEWABLE.includes(error.code)) {
-        state = await renew(state.accessToken);
-        continue;
-      }
-      throw error;
-    }
+    // a fresh code for each try: codes are single-use
+    await authorized(async (token) => send('DELETE', '/profile', { code: await wxLoginCode() },
+      token));
+    writeState(null);
   }
 
   /**
