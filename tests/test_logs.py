@@ -75,12 +75,17 @@ def test_every_logger_is_redacted_including_tracebacks(app_config, capsys, log_f
     del app
 
 
-def test_gunicorn_json_logs_a_line_per_request_without_secrets(production_env, emulator):
-    env = dict(production_env, LOG_FORMAT="json", LOG_LEVEL="DEBUG")
+def one_worker_gunicorn(env: dict[str, str]) -> Process:
+    """Migrate, then ``gunicorn -w 1 wsgi:app`` in `env` on a free loopback port."""
     assert run(["flask", "--app", "wsgi", "db", "upgrade"], env).returncode == 0
     port = free_port()
-    server = Process(["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"], env,
-                     f"http://127.0.0.1:{port}")
+    return Process(["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"], env,
+                   f"http://127.0.0.1:{port}")
+
+
+def test_gunicorn_json_logs_a_line_per_request_without_secrets(production_env, emulator):
+    env = dict(production_env, LOG_FORMAT="json", LOG_LEVEL="DEBUG")
+    server = one_worker_gunicorn(env)
     try:
         client = ServerClient(server.url, emulator)
         code = emulator.mint("o-logs")["code"]
@@ -136,10 +141,8 @@ def test_gunicorn_lines_are_json_with_zoned_times_client_addresses_and_no_secret
     request appear nowhere."""
     env = dict(production_env, LOG_FORMAT="json", LOG_LEVEL="DEBUG", GUNICORN_ACCESSLOG="-",
                TRUSTED_PROXIES="127.0.0.1")
-    assert run(["flask", "--app", "wsgi", "db", "upgrade"], env).returncode == 0
-    port = free_port()
-    server = Process(["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"], env,
-                     f"http://127.0.0.1:{port}")
+    server = one_worker_gunicorn(env)
+    port = int(server.url.rsplit(":", 1)[1])
     try:
         client = ServerClient(server.url, emulator)
         code = emulator.mint("o-json-lines")["code"]
