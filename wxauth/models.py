@@ -146,6 +146,12 @@ class User(db.Model):
 
     account: Mapped[Account] = relationship(back_populates="users")
 
+    @property
+    def disabled(self) -> bool:
+        """An operator disabled the user or their account (``users disable``, ``accounts
+        disable``): logins and tokens are refused (403 user_disabled)."""
+        return self.disabled_at is not None or self.account_disabled_at is not None
+
     def __repr__(self) -> str:
         return f"<User {self.id} {self.appid}/{self.openid}>"
 

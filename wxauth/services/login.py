@@ -230,7 +230,7 @@ def _login(appid: str, session: Code2SessionResult, record: Record) -> LoginResu
 
     key = {"appid": appid, "openid": session.openid}
     user = db.session.execute(select_user_stmt(for_update=True), key).scalar_one_or_none()
-    if user is not None and (user.disabled_at or user.account_disabled_at):
+    if user is not None and user.disabled:
         raise UserDisabled(user.id)
     if union_account is not None and union_account.disabled_at:
         raise UserDisabled(user.id if user else None)

@@ -256,8 +256,8 @@ def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) 
     user = login.find_user(appid, payload["sub"], with_session_key=with_session_key)
     if user is None:
         raise Problem("user_not_found", _l("The token's user no longer exists."))
-    if user.disabled_at or user.account_disabled_at:
-        raise Problem("user_disabled", _l("This user is disabled."))
+    if user.disabled:
+        raise login.UserDisabled(user.id)
     check_version(user, payload)
     return user
 
