@@ -112,8 +112,7 @@ def users_revoke_tokens(openid: str, appid: str | None) -> None:
     The user logs in again with a new wx.login code; nothing else changes.
     """
     (user,) = _users_by_openid(openid, appid)
-    db.session.execute(sa.update(User).where(User.id == user.id)
-                       .values(token_version=User.token_version + 1))
+    users.revoke_tokens([user.id])
     db.session.commit()
     click.echo(f"revoked every token of user {user.id} ({user.appid}/{user.openid})")
 

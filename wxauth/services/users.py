@@ -63,13 +63,19 @@ def _enable(row: User | Account) -> None:
     row.disabled_at = row.disabled_by = row.disabled_reason = None
 
 
-def _revoke(user_ids: list[int]) -> list[str]:
-    """Every token of these users refused (token version bumped), their sessions marked
-    ended; commits."""
+def revoke_tokens(user_ids: list[int]) -> None:
+    """Refuse every token issued so far to these users (401 token_revoked): their token
+    version is bumped, in the current transaction (not committed)."""
     if user_ids:
         db.session.execute(update(User).where(User.id.in_(user_ids))
                            .values(token_version=User.token_version + 1)
                            .execution_options(synchronize_session=False))
+
+
+def _revoke(user_ids: list[int]) -> list[str]:
+    """Every token of these users refused (`revoke_tokens`), their sessions marked ended;
+    commits."""
+    revoke_tokens(user_ids)
     db.session.flush()
     ended = [session.id for session in sessions.live_sessions(user_ids)]
     sessions.mark_ended(ended, "disabled")
