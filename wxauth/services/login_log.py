@@ -121,8 +121,9 @@ def count_rate_limited(client: Client) -> None:
         log.warning("login log: a rate-limited login was not counted: %s", type(error).__name__)
 
 
-def latest(user_ids: list[int], limit: int = 20) -> list[LoginEvent]:
-    """The latest `limit` login-log rows of these users, newest first."""
+def latest(user_ids: list[int], limit: int | None = 20) -> list[LoginEvent]:
+    """The latest `limit` login-log rows of these users (every one when None), newest
+    first."""
     return list(db.session.execute(
         select(LoginEvent).where(LoginEvent.user_id.in_(user_ids))
         .order_by(LoginEvent.at.desc(), LoginEvent.id.desc()).limit(limit)).scalars())

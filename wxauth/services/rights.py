@@ -30,7 +30,7 @@ from ..extensions import db
 from ..i18n import _l
 from ..models import Account, LoginEvent, LoginSession, User, utcnow
 from ..state import state
-from . import markers, profile, programs, sessions, signals
+from . import login_log, markers, profile, programs, sessions, signals
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,5 @@ def export(user: User) -> dict[str, Any]:
         "sessions": list(db.session.execute(
             select(LoginSession).where(LoginSession.user_id.in_(user_ids))
             .order_by(LoginSession.created_at.desc())).scalars()),
-        "login_events": list(db.session.execute(
-            select(LoginEvent).where(LoginEvent.user_id.in_(user_ids))
-            .order_by(LoginEvent.at.desc(), LoginEvent.id.desc())).scalars()),
+        "login_events": login_log.latest(user_ids, limit=None),
     }
