@@ -26,17 +26,14 @@ LOGIN_ENDPOINT = "auth.login"  # the view of POST /auth/login (blueprint "auth")
 
 
 def configure_metrics(app: Flask) -> None:
-    """Count every request of `app` and serve ``GET /metrics``."""
-
-    @app.before_request
-    def _start_timer():
-        g.metrics_started = time.perf_counter()
+    """Count every request of `app` and serve ``GET /metrics``. The duration is timed from
+    ``g.request_started``, set for every request by `wxauth.web.logs.configure_logging`."""
 
     @app.after_request
     def _count_request(response):
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.HTTP_REQUESTS.labels(rule, request.method, str(response.status_code)).inc()
-        started = g.get("metrics_started")
+        started = g.get("request_started")
         if started is not None:
             metrics.HTTP_DURATION.labels(rule, request.method).observe(
                 time.perf_counter() - started)
