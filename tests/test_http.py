@@ -12,7 +12,7 @@ def test_not_found_and_method_not_allowed(server):
 
 def test_healthz(server):
     response = server.get("/healthz")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.status_code == 200 and response.json() == {"status": "ok", "store": "ok"}
 
 
 def test_healthz_without_database(app_config, tmp_path, request):
@@ -59,7 +59,9 @@ def test_unhandled_errors_are_problems_too(app, server, caplog):
     assert "kaboom" in caplog.text  # logged for the operator
 
 
-def test_healthz_without_redis(app_config):
+def test_healthz_without_redis_is_degraded_not_unready(app_config):
+    """Redis not answering: /healthz says degraded (200), so a load balancer keeps the
+    instance that still serves every request (README, When things fail)."""
     from wxauth import create_app
     from helpers import LiveServer, free_port
     import flask_migrate
@@ -70,7 +72,9 @@ def test_healthz_without_redis(app_config):
         flask_migrate.upgrade()
     live = LiveServer(app)
     try:
-        assert_problem(requests.get(live.url + "/healthz", timeout=10), 503, "store_unavailable")
+        response = requests.get(live.url + "/healthz", timeout=10)
+        assert response.status_code == 200
+        assert response.json() == {"status": "degraded", "store": "unavailable"}
     finally:
         live.stop()
 

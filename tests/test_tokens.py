@@ -30,8 +30,16 @@ def token(server):
 
 def test_valid_minted_token_works(server, token):
     assert server.get("/profile", token=token).status_code == 200
-    same_shape = pyjwt.encode(claims(), JWT_KEY, algorithm="HS256")
+    same_shape = pyjwt.encode(claims(fam=family_of(token)), JWT_KEY, algorithm="HS256")
     assert server.get("/profile", token=same_shape).status_code == 200
+
+
+def test_a_token_of_no_session_is_refused(server, token):
+    """Signed with the right key, naming a live user, but no session of theirs: refused (the
+    session row is the truth, not the signature alone)."""
+    assert_problem(server.get("/profile", token=pyjwt.encode(claims(), JWT_KEY,
+                                                             algorithm="HS256")),
+                   401, "token_revoked")
 
 
 def test_no_header(server):
@@ -70,11 +78,16 @@ def test_expired(server, token):
     assert_problem(server.get("/profile", token=old), 401, "token_expired")
 
 
+def family_of(token: str) -> str:
+    """The token's session (``fam``)."""
+    return pyjwt.decode(token, options={"verify_signature": False})["fam"]
+
+
 def test_a_remembered_token_is_still_checked(app, server, token):
     """Verified tokens are remembered (wxauth.web.security): expiry,
     revocation and tampering are still caught on every request."""
     expires = int(time.time()) + 2
-    short = pyjwt.encode(claims(exp=expires, fam="f-short"), JWT_KEY, algorithm="HS256")
+    short = pyjwt.encode(claims(exp=expires, fam=family_of(token)), JWT_KEY, algorithm="HS256")
     assert server.get("/profile", token=short).status_code == 200
     assert short in state(app).verified_tokens  # remembered…
     assert server.get("/profile", token=short).status_code == 200  # …and used from there
@@ -82,7 +95,8 @@ def test_a_remembered_token_is_still_checked(app, server, token):
     forged = f"{header}.{b64url(claims(sub='o-someone-else', exp=expires))}.{signature}"
     assert_problem(server.get("/profile", token=forged), 401, "token_invalid")
 
-    other = pyjwt.encode(claims(fam="f-other"), JWT_KEY, algorithm="HS256")
+    other = pyjwt.encode(claims(fam=family_of(server.login("o-tok")["access_token"])),
+                         JWT_KEY, algorithm="HS256")
     assert server.get("/profile", token=other).status_code == 200
     assert server.post("/auth/logout", token=other).status_code == 204
     assert_problem(server.get("/profile", token=other), 401, "token_revoked")

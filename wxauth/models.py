@@ -179,10 +179,13 @@ User.account_disabled_at = column_property(
 class LoginSession(db.Model):
     """One login (one device): a ``POST /auth/login`` and its refresh-token family.
 
-    ``id`` is the tokens' ``fam`` claim (32 hex digits). ``last_used_at`` moves on each
-    refresh. ``ended_at``/``ended_reason`` are set when it ends (``logout``, ``ended`` by its
-    user, ``kicked`` by an operator, ``limit`` by ``MAX_SESSIONS_PER_USER``, ``reused``
-    refresh token, ``disabled`` user); its tokens are then refused (`services.sessions`).
+    ``id`` is the tokens' ``fam`` claim (32 hex digits). ``refresh_jti`` is the ``jti`` of
+    the session's one usable refresh token (32 hex digits; rotated by each refresh; NULL for
+    sessions from before it existed, whose refresh tokens are refused). ``last_used_at``
+    moves on each refresh. ``ended_at``/``ended_reason`` are set when it ends (``logout``,
+    ``ended`` by its user, ``kicked`` by an operator, ``limit`` by ``MAX_SESSIONS_PER_USER``,
+    ``reused`` refresh token, ``disabled`` user); its tokens are then refused at their next
+    request, on every instance: this row is the one truth (`services.sessions`).
     ``client_address``: the client's IP (after ``TRUSTED_PROXIES``); ``user_agent``: the
     client's User-Agent, at most 512 characters.
     """
@@ -199,6 +202,7 @@ class LoginSession(db.Model):
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_reason: Mapped[str | None] = mapped_column(String(16))
+    refresh_jti: Mapped[str | None] = mapped_column(String(32))
     client_address: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(512))
 

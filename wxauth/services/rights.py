@@ -76,8 +76,6 @@ def erase_account(account_id: int) -> list[int]:
     for user in users:
         found.update(markers.digests(user.appid, user.openid, user.unionid))
     live = [session.id for session in sessions.live_sessions(user_ids)]
-    for family in live:  # first: a store outage erases nothing
-        sessions.revoke_family(family)
     markers.add(found, now)
     if user_ids:
         db.session.execute(update(LoginEvent).where(LoginEvent.user_id.in_(user_ids))

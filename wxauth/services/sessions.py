@@ -4,20 +4,27 @@ names, and whether the stored session_key is still WeChat's.
 Every token carries ``sub`` (openid), ``appid``, ``fam`` (the login's token family: one per
 ``POST /auth/login``, kept through refreshes) and ``ver`` (the user's token version).
 
-The token family is the session: each login adds a `LoginSession` row (id = ``fam``, client
-address, User-Agent) in the login's own transaction, with its login-log row
-(`login_log.add_success`); a refresh moves its ``last_used_at``. Ending a session (logout,
-`end_session`, `end_user_sessions`, ``MAX_SESSIONS_PER_USER``) revokes its family in the
-shared store, then marks the row ended. A disabled user (or account) is refused at login and
-at every request (403 user_disabled), refresh included.
+The token family is the session, and its `LoginSession` row is the one truth about it: each
+login adds the row (id = ``fam``, client address, User-Agent, the ``jti`` of its refresh
+token) in the login's own transaction, with its login-log row (`login_log.add_success`).
+Nothing about a session lives in the shared store (Redis): a Redis failover or restart
+forgets no logout, and no authenticated request needs Redis.
 
-- Refresh rotates: each refresh token works once. The first use is claimed atomically in the
-  shared store; a second use (a stolen, replayed token) revokes the whole family.
-- Logout revokes the presented token's family: its access and refresh tokens.
+- Every authenticated request loads its user and its session's row in one statement
+  (`user_for_claims`): a token whose session ended (logout, `end_session`,
+  `end_user_sessions`, ``MAX_SESSIONS_PER_USER``, a reused refresh token, a disable) or has
+  no row (deleted, or issued before sessions existed) is refused, 401 ``token_revoked``, on
+  every worker and instance from the next request on. A disabled user (or account) is
+  refused first, 403 ``user_disabled``, refresh included.
+- Refresh rotates: the row holds the ``jti`` of the one refresh token that may be used; a
+  refresh swaps it for the new token's in one conditional ``UPDATE`` (`rotate`). Presenting
+  any other refresh token of the session (a stolen, replayed one) ends the session (reason
+  ``reused``). A session from before ``refresh_jti`` existed has none: its refresh tokens are
+  refused (token_revoked) and the client logs in again; its access tokens work until they
+  expire.
 - `users revoke-tokens` / `users delete` / an account deletion (`rights`) bump or remove the
   user: every token of theirs fails, also once the same openid is back (a token older than
   its user is refused, `check_version`).
-Revocations live in the shared store (Redis in production) until the tokens would expire.
 """
 
 from __future__ import annotations
@@ -30,14 +37,13 @@ from typing import Any
 
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ..errors import Problem
 from ..extensions import db
 from ..i18n import _l
 from ..infra.store import LockTimeout
 from ..models import LoginSession, User, utcnow
-from ..state import state
 from ..wechat.client import WeChatError
 from . import login, login_log, programs
 from .login_log import Client
@@ -57,17 +63,24 @@ def refresh_lifetime() -> int:
     return _seconds(current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
 
 
-def issue(user: User, family: str | None = None) -> dict[str, Any]:
-    """A new access + refresh pair for `user` in `family` (a new family when None).
+def new_jti() -> str:
+    """A token id: 32 hex digits (``LoginSession.refresh_jti``'s size)."""
+    return uuid.uuid4().hex
+
+
+def issue(user: User, family: str, refresh_jti: str) -> dict[str, Any]:
+    """A new access + refresh pair for `user` in session `family`; the refresh token's
+    ``jti`` is `refresh_jti` (the one its session row holds).
 
     Returns ``{"access_token", "token_type", "expires_in" (s), "refresh_token"}``.
     """
-    claims = {"appid": user.appid, "fam": family or uuid.uuid4().hex, "ver": user.token_version}
+    claims = {"appid": user.appid, "fam": family, "ver": user.token_version}
     return {
         "access_token": create_access_token(identity=user.openid, additional_claims=claims),
         "token_type": "Bearer",
         "expires_in": access_lifetime(),
-        "refresh_token": create_refresh_token(identity=user.openid, additional_claims=claims),
+        "refresh_token": create_refresh_token(identity=user.openid,
+                                              additional_claims={**claims, "jti": refresh_jti}),
     }
 
 
@@ -87,15 +100,11 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
         code2Session (InvalidCode, CodeUsed, UserBlocked, WeChatTimeout…);
         login.UserDisabled (403 user_disabled).
     """
-    family = uuid.uuid4().hex
+    family, refresh_jti = uuid.uuid4().hex, new_jti()
 
     def record(user: User, is_new_user: bool, now: datetime) -> None:
         login_log.add_success(user, is_new_user, client, now)
-        # Sessions beyond MAX_SESSIONS_PER_USER are revoked before the commit: should the
-        # shared store fail, the login fails (503) and writes nothing, instead of leaving
-        # sessions marked ended whose tokens still work.
-        for old in start_session(user, family, client, now):
-            revoke_family(old)
+        start_session(user, family, refresh_jti, client, now)
 
     try:
         program = programs.get(appid)
@@ -104,7 +113,7 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
     except Exception as exc:
         login_log.record_failure(appid, client, exc, getattr(exc, "user_id", None))
         raise
-    return {**issue(result.user, family), "is_new_user": result.is_new_user,
+    return {**issue(result.user, family, refresh_jti), "is_new_user": result.is_new_user,
             "is_new_account": result.is_new_account, "user": result.user}
 
 
@@ -114,12 +123,15 @@ def insert_session_stmt():
     return LoginSession.__table__.insert()
 
 
-def start_session(user: User, family: str, client: Client, now: datetime) -> list[str]:
-    """Add the session row of a login to its transaction; returns the sessions that
-    ``MAX_SESSIONS_PER_USER`` ends (marked ended here; the caller revokes their families)."""
+def start_session(user: User, family: str, refresh_jti: str, client: Client,
+                  now: datetime) -> list[str]:
+    """Add the session row of a login (its refresh token's `refresh_jti`) to its transaction;
+    returns the sessions that ``MAX_SESSIONS_PER_USER`` ends (marked ended in the same
+    transaction)."""
     db.session.execute(insert_session_stmt(), {
         "id": family, "user_id": user.id, "appid": user.appid, "created_at": now,
-        "last_used_at": now, "client_address": client.address, "user_agent": client.user_agent})
+        "last_used_at": now, "client_address": client.address, "user_agent": client.user_agent,
+        "refresh_jti": refresh_jti})
     limit = current_app.config["MAX_SESSIONS_PER_USER"]
     if not limit:
         return []
@@ -140,8 +152,8 @@ def _live(now: datetime):
 
 
 def mark_ended(ids: list[str], reason: str, now: datetime | None = None) -> None:
-    """Mark these sessions ended with `reason`, in the current transaction (their tokens
-    are not revoked here: `end_family`)."""
+    """Mark these sessions ended with `reason`, in the current transaction: once committed,
+    their tokens are refused."""
     if not ids:
         return
     db.session.execute(update(LoginSession).where(LoginSession.id.in_(ids),
@@ -158,9 +170,8 @@ def live_sessions(user_ids: list[int]) -> list[LoginSession]:
 
 
 def end_family(family: str, reason: str) -> None:
-    """End a session: revoke its tokens in the shared store (refused by every worker and
-    instance from the next request on), then mark its row ended with `reason` (committed)."""
-    revoke_family(family)
+    """End a session: mark its row ended with `reason` and commit; its tokens are refused by
+    every worker and instance from the next request on."""
     mark_ended([family], reason, utcnow())
     db.session.commit()
 
@@ -184,47 +195,62 @@ def end_session(user: User, session_id: str, reason: str = "ended") -> None:
 def end_user_sessions(user_ids: list[int], reason: str) -> list[str]:
     """End every live session of these users (`end_family`); returns their ids."""
     ids = [session.id for session in live_sessions(user_ids)]
-    for family in ids:
-        revoke_family(family)
     mark_ended(ids, reason)
     db.session.commit()
     return ids
 
 
 def refresh(user: User, payload: dict[str, Any]) -> dict[str, Any]:
-    """Use up the refresh token with claims `payload` (`claim_refresh`), move its session's
-    ``last_used_at`` and answer a new pair in the same login (token family)."""
-    claim_refresh(payload)
-    db.session.execute(update(LoginSession).where(LoginSession.id == payload["fam"])
-                       .values(last_used_at=utcnow())
-                       .execution_options(synchronize_session=False))
-    db.session.commit()
-    return issue(user, family=payload["fam"])
+    """Use up the refresh token with claims `payload` (`rotate`) and answer a new pair in the
+    same session (token family).
+
+    Raises:
+        Problem(token_revoked): the token is not its session's current refresh token (the
+        session is then ended, reason ``reused``), or its session ended meanwhile.
+    """
+    refresh_jti = new_jti()
+    rotate(payload, refresh_jti)
+    return issue(user, payload["fam"], refresh_jti)
 
 
-def revoke_family(family: str) -> None:
-    """Refuse every token of this login from now on, on every worker and instance."""
-    ttl = max(access_lifetime(), refresh_lifetime())
-    state().store.set(f"revoked:fam:{family}", "1", ttl)
+@functools.cache
+def rotate_stmt():
+    """UPDATE the session ``:fam`` to refresh token ``:new`` if ``:old`` is its current one
+    and it is live."""
+    return (update(LoginSession)
+            .where(LoginSession.id == bindparam("fam"), LoginSession.ended_at.is_(None),
+                   LoginSession.refresh_jti == bindparam("old"))
+            .values(refresh_jti=bindparam("new"), last_used_at=bindparam("now"))
+            .execution_options(synchronize_session=False))
 
 
-def is_revoked(payload: dict[str, Any]) -> bool:
-    """flask-jwt-extended's blocklist check: the token's family was revoked."""
-    family = payload.get("fam")
-    return family is None or state().store.get(f"revoked:fam:{family}") is not None
+def rotate(payload: dict[str, Any], refresh_jti: str) -> None:
+    """Use a refresh token once: one conditional ``UPDATE`` makes `refresh_jti` the session's
+    current refresh token (and moves ``last_used_at``) only if the presented token
+    (``payload["jti"]``) is the current one, so two concurrent uses of one token cannot both
+    win. Commits.
 
-
-def claim_refresh(payload: dict[str, Any]) -> None:
-    """Use a refresh token once. Raises Problem(token_revoked) on reuse, after revoking the
-    family: a rotated token presented again means it was copied."""
-    remaining = max(1, int(payload["exp"] - payload["iat"]))
-    first_use = state().store.set(f"used:refresh:{payload['jti']}", "1", remaining,
-                                   only_if_absent=True)
-    if not first_use:
-        end_family(payload["fam"], "reused")
-        raise Problem("token_revoked",
-                      _l("This refresh token was already used; every token of this login is "
-                         "now revoked."))
+    Raises:
+        Problem(token_revoked), after ending the session (reason ``reused``), when the token
+        is not the current one: it was used before, so it was copied. A session from before
+        ``refresh_jti`` existed has no current token: refused, the session left as it is.
+    """
+    fam = payload["fam"]
+    swapped = db.session.execute(rotate_stmt(), {"fam": fam, "old": payload.get("jti"),
+                                                 "new": refresh_jti, "now": utcnow()}).rowcount
+    if swapped == 1:
+        db.session.commit()
+        return
+    current = db.session.execute(select(LoginSession.refresh_jti)
+                                 .where(LoginSession.id == fam)).scalar_one_or_none()
+    if current is None:
+        db.session.rollback()
+        raise Problem("token_revoked", _l("This refresh token was issued before the server's "
+                                          "upgrade; log in again."))
+    end_family(fam, "reused")
+    raise Problem("token_revoked",
+                  _l("This refresh token was already used; every token of this login is "
+                     "now revoked."))
 
 
 def check_version(user: User, payload: dict[str, Any]) -> None:
@@ -239,26 +265,43 @@ def check_version(user: User, payload: dict[str, Any]) -> None:
         raise Problem("token_revoked", _l("The token was issued before this user was created."))
 
 
+@functools.cache
+def select_user_session_stmt(*, with_session_key: bool):
+    """`login.select_user_stmt` (``:appid``, ``:openid``) with the id and ``ended_at`` of the
+    user's session ``:fam`` (NULL when the user has no such session), in one statement."""
+    session = LoginSession.__table__
+    return (login.select_user_stmt(with_session_key=with_session_key)
+            .add_columns(session.c.id, session.c.ended_at)
+            .outerjoin(session, (session.c.id == bindparam("fam"))
+                       & (session.c.user_id == User.id)))
+
+
 def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) -> User:
-    """The User a verified token names: ``sub`` = openid, ``appid`` claim = the mini-program.
+    """The User a verified token names (``sub`` = openid, ``appid`` claim = the mini-program),
+    after checking the token's session (``fam``) is still live: both in one query.
     `with_session_key`: its (deferred) session_key is loaded in the same query.
 
     Raises:
         Problem(token_invalid) when the token names an app no longer configured;
         Problem(user_not_found) when the user was deleted; Problem(user_disabled) when
         they or their account are disabled; Problem(token_revoked) when their tokens were
-        revoked after this one.
+        revoked after this one, or its session ended or does not exist.
     """
     appid = payload.get("appid")
     if appid not in programs.configured():
         raise Problem("token_invalid", _l("The token names a mini-program this server no "
                                           "longer serves."))
-    user = login.find_user(appid, payload["sub"], with_session_key=with_session_key)
-    if user is None:
+    row = db.session.execute(select_user_session_stmt(with_session_key=with_session_key),
+                             {"appid": appid, "openid": payload["sub"],
+                              "fam": payload.get("fam")}).one_or_none()
+    if row is None:
         raise Problem("user_not_found", _l("The token's user no longer exists."))
+    user, session_id, ended_at = row
     if user.disabled:
         raise login.UserDisabled(user.id)
     check_version(user, payload)
+    if session_id is None or ended_at is not None:
+        raise Problem("token_revoked", _l("The token has been revoked (its session ended)."))
     return user
 
 

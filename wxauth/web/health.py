@@ -14,9 +14,10 @@ blp = Blueprint("health", __name__, description="Liveness and readiness")
 @blp.response(200, HealthSchema)
 @documents_problems(blp)  # (the outage codes, as every operation)
 def healthz():
-    """Readiness: whether the database (and Redis, when configured) answer.
+    """Readiness: whether the database answers, and the shared store (Redis) too.
 
-    200 ``{"status": "ok"}`` when they do; else 503 ``database_unavailable`` /
-    ``store_unavailable``."""
-    health.check()
-    return {"status": "ok"}
+    200 ``{"status": "ok", "store": "ok"}`` when both do; 200 ``{"status": "degraded",
+    "store": "unavailable"}`` when Redis does not (the server still serves every request:
+    logins under a per-process rate limit); 503 ``database_unavailable`` when the database
+    does not."""
+    return health.check()

@@ -108,7 +108,12 @@ class Base64Bytes(fields.String):
 
 
 class HealthSchema(ma.Schema):
-    status = fields.String(required=True, metadata={"example": "ok"})
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded"]),
+                           metadata={"example": "ok"})
+    store = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]),
+                          metadata={"description": "The shared store (Redis, or the "
+                                    "in-process one): unavailable makes the server degraded, "
+                                    "not unready.", "example": "ok"})
 
 
 class LoginSchema(ma.Schema):

@@ -7,16 +7,17 @@ one decorator that checks, in this order, and answers 401 problems (403 for a di
 2. the token itself, with flask-jwt-extended's public ``decode_token`` (signature, algorithm,
    ``exp``/``nbf`` with ``JWT_DECODE_LEEWAY``; ``token_expired``, ``token_invalid``);
 3. its type, access or refresh (``token_invalid``);
-4. its login (token family) not revoked (``token_revoked``), in the shared store;
-5. its user, loaded by `services.sessions.user_for_claims` (``user_not_found``, 403
-   ``user_disabled`` when an operator disabled the user or their account, ``token_revoked``
-   after ``users revoke-tokens`` or a disable, ``token_invalid`` for an app no longer
-   served).
+4. its user and its session (token family), loaded in one query by
+   `services.sessions.user_for_claims` (``user_not_found``, 403 ``user_disabled`` when an
+   operator disabled the user or their account, ``token_revoked`` when its session ended —
+   logout, kick, session limit, reuse — or after ``users revoke-tokens`` or a disable,
+   ``token_invalid`` for an app no longer served). The database is the one truth: no
+   shared store (Redis) is asked.
 Views read the result with `current_user()` and `current_claims()`.
 
 Verified tokens are remembered per process (`AppState.verified_tokens`, at most
 `MAX_VERIFIED_TOKENS`) until their ``exp``: a token seen before skips step 2 only; the
-revocation and user checks run on every request. Reason: decoding is the costliest step of an
+session and user check runs on every request. Reason: decoding is the costliest step of an
 authenticated request, and a token that verified once verifies again until it expires
 (README, Performance).
 """
@@ -77,8 +78,6 @@ def authenticate(*, refresh: bool = False, verify_type: bool = True,
     if verify_type and claims.get("type") != ("refresh" if refresh else "access"):
         raise Problem("token_invalid", _l("Only refresh tokens are allowed here.") if refresh
                       else _l("Only access tokens are allowed here."))
-    if sessions.is_revoked(claims):
-        raise Problem("token_revoked", _l("The token has been revoked (logout)."))
     g.wxauth_claims = claims
     g.wxauth_user = user = sessions.user_for_claims(claims, with_session_key=with_session_key)
     return user
