@@ -4,8 +4,8 @@
 system, `time.process_time`) of each piece alone, no server and no load, so the ratios in the
 README can be read against them:
 
-- a request to the bare Flask endpoint and to wxauth (GET /profile, POST /profile, a
-  returning and a first login), through the WSGI app in this process;
+- a request to the bare Flask endpoint and to wxauth (GET /profile, a refresh, POST
+  /profile, a returning and a first login), through the WSGI app in this process;
 - the parts of a login and of an authenticated request: the code2Session call (urllib3 to the
   stand-in on loopback), the user query with and without its session_key, the two JWTs of a
   login, reading a token's header, the access-log line, the login answer's serialization;
@@ -128,10 +128,21 @@ def print_costs(count: int) -> None:
     def get_profile(i):
         request(app, "GET", "/profile", headers=auth)
 
+    chain = [client.post("/auth/login", json={"code": "obench-refresh.1"}).json["refresh_token"]]
+
+    def refresh(i):  # each refresh token works once: the next call uses the new one
+        environ = EnvironBuilder(method="POST", path="/auth/refresh", headers={
+            "Authorization": f"Bearer {chain[0]}"}).get_environ()
+        body, status, _ = run_wsgi_app(app, environ)
+        if not status.startswith("200"):
+            raise SystemExit(f"POST /auth/refresh: {status}")
+        chain[0] = json.loads(b"".join(body))["refresh_token"]
+
     rows = [
         ("bare Flask JSON endpoint (the reference)",
          cost(count, lambda i: request(bare_app, "GET", "/json"))),
         ("GET /profile", cost(count, get_profile)),
+        ("POST /auth/refresh (rotation)", cost(count, refresh)),
         ("POST /profile (encryptedData, unchanged data)",
          cost(count, lambda i: request(app, "POST", "/profile", headers=auth, json=body))),
         ("POST /auth/login, returning user (pool of 500)", cost(count, returning_login)),
@@ -153,10 +164,10 @@ def print_costs(count: int) -> None:
         parts.append(("the same with the session_key (+ Fernet decryption)",
                       cost(count, lambda i: query(True))))
         parts.append(("a login's access + refresh token (flask-jwt-extended)",
-                      cost(count, lambda i: sessions.issue(user))))
+                      cost(count, lambda i: sessions.issue(user, "f" * 32, "j" * 32))))
         parts.append(("a token's header read (flask-jwt-extended, every request)",
                       cost(count, lambda i: pyjwt.get_unverified_header(token))))
-        answer = {**sessions.issue(user), "is_new_user": False, "is_new_account": False,
+        answer = {**sessions.issue(user, "f" * 32, "j" * 32), "is_new_user": False, "is_new_account": False,
                   "user": user}
         schema = LoginResultSchema()
         parts.append(("the login answer's serialization (marshmallow + JSON)",

@@ -1,5 +1,5 @@
-"""State every worker and instance must share: the JWT revocation list, the WeChat
-access_token cache and its refresh lock, rate-limit counters.
+"""State every worker and instance shares and may lose: the WeChat access_token cache and
+its refresh lock, rate-limit counters (sessions and revocations live in the database).
 
 One small interface, `SharedStore`, two backends:
 - `RedisStore` (redis-py) when ``REDIS_URL`` is set — the production choice;

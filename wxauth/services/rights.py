@@ -6,10 +6,10 @@ mini-program this server serves; an app user without unionid is an account of it
 Deleting erases (in one transaction, with the account's row locked):
 - every app user of the account: openid, unionid, session_key, nickname, avatar, gender,
   place fields, phone number; the account row;
-- every session of theirs (the rows, with their client addresses and User-Agents); their
-  token families are revoked in the shared store first, and every token of theirs names a
-  user that no longer exists (401 user_not_found; a token older than its user is refused
-  even when the person comes back, `sessions.user_for_claims`);
+- every session of theirs (the rows, with their client addresses and User-Agents): every
+  token of theirs names a session and a user that no longer exist (401 user_not_found; a
+  token older than its user is refused even when the person comes back,
+  `sessions.user_for_claims`);
 - after the commit, the avatar files no other user uses (`profile.forget_avatars`).
 It keeps:
 - a marker per identity (`markers`: HMAC under ``ERASURE_KEY``, no openid or unionid in
@@ -59,8 +59,7 @@ def erase_account(account_id: int) -> list[int]:
         The ids of the app users erased.
 
     Raises:
-        Problem(user_not_found) when there is no such account (already deleted);
-        StoreUnavailable when the shared store cannot revoke the sessions (nothing erased).
+        Problem(user_not_found) when there is no such account (already deleted).
     """
     now = utcnow()
     account = db.session.execute(select(Account).where(Account.id == account_id)
