@@ -100,7 +100,7 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
         code2Session (InvalidCode, CodeUsed, UserBlocked, WeChatTimeout…);
         login.UserDisabled (403 user_disabled).
     """
-    family, refresh_jti = uuid.uuid4().hex, new_jti()
+    family, refresh_jti = new_jti(), new_jti()
 
     def record(user: User, is_new_user: bool, now: datetime) -> None:
         login_log.add_success(user, is_new_user, client, now)
