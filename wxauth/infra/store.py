@@ -2,7 +2,8 @@
 access_token cache and its refresh lock, rate-limit counters.
 
 One small interface, `SharedStore`, two backends:
-- `RedisStore` (redis-py) when ``REDIS_URL`` is set — the production choice;
+- `RedisStore` (redis-py) when ``REDIS_URL`` is set — the production choice; one Redis, or
+  the master Redis Sentinel names (``redis+sentinel://``, see `redis_pool`);
 - `MemoryStore`, in-process, for development and a single process only (each gunicorn
   worker would have its own; `gunicorn.conf.py` warns when that happens).
 
