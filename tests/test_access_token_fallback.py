@@ -19,6 +19,7 @@ from faults import PrivateRedis, Relay
 from helpers import APPID, SECRET, emulator_post, emulator_stats
 from test_metrics import METRICS_TOKEN, scrape, value
 from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
+from test_sentinel import redis_server_binary  # noqa: F401  (fixture)
 from test_wechat_apis import own_emulator  # noqa: F401  (fixture)
 from wxauth.infra.store import RedisStore
 from wxauth.wechat import client as wx
@@ -39,7 +40,8 @@ def manager(emulator_url: str, store: RedisStore, **options) -> AccessTokenManag
                               **options)
 
 
-def test_redis_down_each_process_fetches_a_stable_token_once(own_emulator, caplog):
+def test_redis_down_each_process_fetches_a_stable_token_once(own_emulator, caplog,
+                                                            redis_server_binary):
     """Two "processes" configured for the classic token share a Redis that is killed: each
     fetches one stable token (the classic fetch count stays at 1, the earlier classic token
     still works), logs one WARNING and counts every token it serves; the tokens work at
@@ -82,7 +84,7 @@ def test_redis_down_each_process_fetches_a_stable_token_once(own_emulator, caplo
         assert "is shared again" in caplog.text
 
 
-def test_a_silent_redis_costs_one_timeout_per_store_retry(own_emulator):
+def test_a_silent_redis_costs_one_timeout_per_store_retry(own_emulator, redis_server_binary):
     """Redis accepts but never answers: the first get() waits for the store's timeout (and
     its one retry), then answers from this process's token; the next ones within
     `store_retry` do not ask Redis at all."""
@@ -106,7 +108,8 @@ def test_a_silent_redis_costs_one_timeout_per_store_retry(own_emulator):
 
 
 @pytest.mark.xfail(reason="revocation in the database: lead's point 1", strict=True)
-def test_check_session_key_keeps_working_while_redis_is_down(production_env, own_emulator):
+def test_check_session_key_keeps_working_while_redis_is_down(production_env, own_emulator,
+                                                             redis_server_binary):
     """gunicorn as shipped (2 gevent workers): GET /auth/session (checkSessionKey, which needs
     the access_token) answers 200 before, while and after Redis is down; WeChat is asked
     for a token at most once per worker during the outage; /metrics counts the fallbacks;

@@ -79,13 +79,20 @@ class Client:
         return self.call(instance, "POST", "/auth/logout", token)
 
 
-@pytest.fixture(scope="module")
-def failover(tmp_path_factory, emulator) -> dict[str, Any]:
-    """The whole scenario, once for the module's tests: what the clients saw."""
-    if shutil.which("redis-server") is None:
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    """The redis-server executable; skips without one (fails under CI=true)."""
+    found = shutil.which("redis-server")
+    if found is None:
         if IN_CI:
-            pytest.fail("CI=true and redis-server is not on PATH (Sentinel failover test)")
-        pytest.skip("redis-server is not on PATH: the Sentinel failover test needs it")
+            pytest.fail("CI=true and redis-server is not on PATH")
+        pytest.skip("redis-server is not on PATH: this test starts Redis servers and sentinels")
+    return found
+
+
+@pytest.fixture(scope="module")
+def failover(tmp_path_factory, emulator, redis_server_binary) -> dict[str, Any]:
+    """The whole scenario, once for the module's tests: what the clients saw."""
     tmp_path = tmp_path_factory.mktemp("sentinel")
     with PrivateRedis() as master, Relay(master.url, mode="delay", delay=LAG) as stream, \
             PrivateRedis(extra_args=("--replicaof", "127.0.0.1", str(stream.port))) as replica:
@@ -222,7 +229,7 @@ def test_no_logged_out_or_used_token_is_accepted_after_the_failover(failover):
 
 # --- the URL ----------------------------------------------------------------------------------
 
-def test_store_through_a_sentinel_with_password_and_database():
+def test_store_through_a_sentinel_with_password_and_database(redis_server_binary):
     """``redis+sentinel://:password@host:port/service/db``: the password (percent-escapes
     decoded) opens the sentinel and the master, the store writes into database `db` of the
     master the sentinel names; a wrong password is StoreUnavailable, never quoted."""
