@@ -481,24 +481,40 @@ def _database(cfg: MutableMapping[str, Any], instance_path: str) -> None:
 
 def redis_url(value: str) -> str:
     """REDIS_URL checked with redis-py's own parser: ``redis://``, ``rediss://`` (TLS) or
-    ``unix://``; returns the URL the login rate limit (limits) takes for it
-    (``redis+unix://`` for a socket).
+    ``unix://``, or ``redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]``
+    (a master found through Redis Sentinel, `wxauth.infra.store.parse_sentinel_url`);
+    returns the URL the login rate limit (limits) takes for it (``redis+unix://`` for a
+    socket, the others unchanged).
 
     Raises:
         ConfigError: what to write instead, e.g. ``redis://localhost:6379/0`` for
-            ``localhost:6379``.
+            ``localhost:6379``; never the password.
     """
     from redis.connection import parse_url  # only when Redis is used (its weight)
+
+    from wxauth.infra.store import SENTINEL_SCHEME, parse_sentinel_url
 
     shown = _redact(value)
     scheme, sep, rest = value.partition("://")
     if not sep:
         raise ConfigError(f"REDIS_URL={shown!r} has no scheme: write REDIS_URL=redis://"
                           f"{shown}{'' if '/' in value else '/0'}")
+    if scheme.lower() == SENTINEL_SCHEME:
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            userinfo, at, hosts = rest.rpartition("@")
+            user, colon, _ = userinfo.partition(":")
+            shown = f"{scheme}://{user + colon if colon else ''}{'***' if at else ''}{at}{hosts}"
+            raise ConfigError(f"REDIS_URL={shown!r} is malformed ({exc}): write e.g. "
+                              f"REDIS_URL={SENTINEL_SCHEME}://sentinel-1:26379,sentinel-2:26379,"
+                              "sentinel-3:26379/mymaster") from None
+        return value
     if scheme.lower() not in _REDIS_SCHEMES:
         raise ConfigError(f"REDIS_URL={shown!r}: {scheme}:// is not Redis: write "
-                          "redis://host:6379/0, rediss://host:6379/0 (TLS) or "
-                          "unix:///path/to/redis.sock")
+                          "redis://host:6379/0, rediss://host:6379/0 (TLS), "
+                          "unix:///path/to/redis.sock or "
+                          f"{SENTINEL_SCHEME}://host:26379,host:26379/service_name")
     database = urlsplit(value).path.strip("/") if scheme.lower() != "unix" else "0"
     try:
         parse_url(value)

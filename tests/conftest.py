@@ -24,9 +24,8 @@ import flask_migrate
 import pytest
 
 import services
-from helpers import (APPID, ERASURE_KEY, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET,
-                     SESSION_KEY_ENCRYPTION_KEY, EmulatorHandle, LiveServer, ServerClient,
-                     environment, test_config)
+from helpers import (APPID, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle, LiveServer,
+                     ServerClient, production_environment, test_config)
 from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.state import state
@@ -152,12 +151,7 @@ def server(app, emulator) -> Iterator[ServerClient]:
 @pytest.fixture
 def production_env(tmp_path, emulator):
     """Environment for a production-mode process (gunicorn, flask CLI) on SQLite."""
-    db_file = tmp_path / "prod.db"
-    return environment(tmp_path, WECHAT_APPID=APPID, WECHAT_SECRET=SECRET,
-                       WECHAT_API_BASE=emulator.url, DATABASE_URL=f"sqlite:///{db_file}",
-                       JWT_SECRET_KEY=JWT_KEY,
-                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
-                       ERASURE_KEY=ERASURE_KEY)
+    return production_environment(tmp_path, emulator.url)
 
 
 @pytest.fixture

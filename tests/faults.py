@@ -675,12 +675,14 @@ class _PrivateServer:
 class PrivateRedis(_PrivateServer):
     """A ``redis-server`` of the test's own on 127.0.0.1:<free port>, without persistence.
 
-    ``PrivateRedis(*, port=None, startup_timeout=10.0, extra_args=())``
+    ``PrivateRedis(*, port=None, startup_timeout=10.0, extra_args=(), config=None)``
 
     Started by ``__enter__`` or `start()`; ``pytest.skip`` if ``redis-server`` is not on
     PATH. Runs ``redis-server --port P --bind 127.0.0.1 --save "" --appendonly no
     --dir <tmpdir>`` (plus `extra_args`), its output going to ``<tmpdir>/redis.log``
-    (`log()`), and is ready once it answers PING.
+    (`log()`), and is ready once it answers PING. `config`: the text of a configuration
+    file, written to ``<tmpdir>/redis.conf`` on the first start and given first (a sentinel,
+    ``extra_args=("--sentinel",)``, needs one: it writes its state into it).
 
     `stop()` kills it with SIGKILL (a crash; ``graceful=True`` sends SIGTERM); its data is
     gone. `start()` starts it again on the same port. `close()` stops it and removes the
@@ -690,7 +692,7 @@ class PrivateRedis(_PrivateServer):
     LOG_NAME = "redis.log"
 
     def __init__(self, *, port: int | None = None, startup_timeout: float = 10.0,
-                 extra_args: tuple[str, ...] | list[str] = ()):
+                 extra_args: tuple[str, ...] | list[str] = (), config: str | None = None):
         executable = shutil.which("redis-server")
         if executable is None:
             pytest.skip("redis-server is not on PATH")
@@ -699,6 +701,7 @@ class PrivateRedis(_PrivateServer):
         self.port: int | None = port
         self.startup_timeout = float(startup_timeout)
         self.extra_args = list(extra_args)
+        self.config = config
         self._res = _RedisResources()
         self._finalizer = weakref.finalize(self, self._res.release)
 
@@ -732,6 +735,8 @@ class PrivateRedis(_PrivateServer):
             return self
         if self._res.tmpdir is None:
             self._res.tmpdir = tempfile.mkdtemp(prefix="faults-redis-")
+            if self.config is not None:
+                Path(self._res.tmpdir, "redis.conf").write_text(self.config)
         fixed = self.port is not None
         for attempt in range(1 if fixed else 5):
             port = self.port if fixed else free_port()
@@ -746,7 +751,8 @@ class PrivateRedis(_PrivateServer):
 
     def _launch(self, port: int) -> str | None:
         """Start redis-server on `port`; None once it answers PING, else why not."""
-        args = [self.executable, "--port", str(port), "--bind", self.host, "--save", "",
+        config = [] if self.config is None else [os.path.join(self._res.tmpdir, "redis.conf")]
+        args = [self.executable, *config, "--port", str(port), "--bind", self.host, "--save", "",
                 "--appendonly", "no", "--dir", self._res.tmpdir, "--daemonize", "no",
                 *self.extra_args]
         with open(self.log_path, "ab") as log:

@@ -38,6 +38,10 @@ WECHAT_DURATION = Histogram(
 ACCESS_TOKEN_FETCHES = Counter(
     "wxauth_wechat_access_token_fetches", "access_token fetches from WeChat (cache misses), "
     "by appid and result (ok, failed)", ["appid", "result"])
+STORE_FALLBACKS = Counter(
+    "wxauth_store_fallbacks", "Operations served without the shared store (Redis failing), by "
+    "use: access_token (a per-process cache, fetched with getStableAccessToken), rate_limit "
+    "(counted per process)", ["use"])
 DECRYPT_FAILURES = Counter(
     "wxauth_decrypt_failures", "encryptedData that did not decrypt (decrypt_failed), by "
     "reason (wxauth.wechat.crypto.DecryptError.reason)", ["reason"])

@@ -2,7 +2,8 @@
 its refresh lock, rate-limit counters (sessions and revocations live in the database).
 
 One small interface, `SharedStore`, two backends:
-- `RedisStore` (redis-py) when ``REDIS_URL`` is set — the production choice;
+- `RedisStore` (redis-py) when ``REDIS_URL`` is set — the production choice; one Redis, or
+  the master Redis Sentinel names (``redis+sentinel://``, see `redis_pool`);
 - `MemoryStore`, in-process, for development and a single process only (each gunicorn
   worker would have its own; `gunicorn.conf.py` warns when that happens).
 
@@ -11,11 +12,14 @@ Values are text; TTLs are seconds (float allowed). Keys get ``REDIS_PREFIX`` in 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 
 class LockTimeout(Exception):
@@ -34,6 +38,7 @@ class SharedStore:
     """Interface of the shared store (see the backends)."""
 
     backend = "abstract"
+    unavailable = StoreUnavailable  # what the methods raise when the store fails
 
     def get(self, key: str) -> str | None:
         """The value, or None when absent or expired."""
@@ -132,20 +137,102 @@ class MemoryStore(SharedStore):
         return True
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A ``redis+sentinel://`` URL taken apart (see `parse_sentinel_url`)."""
+
+    sentinels: tuple[tuple[str, int], ...]  # (host, port) of each sentinel
+    service_name: str  # the master's name in the sentinels' ``sentinel monitor``
+    db: int
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Take ``redis+sentinel://[[user]:password@]host:port[,host:port…]/service_name[/db]``
+    apart: the form the `limits` library reads, plus an optional database number. The
+    user and password (percent-escapes decoded) are used for the sentinels and the master
+    alike, as `limits` does.
+
+    Raises:
+        ValueError: what is wrong, never quoting the password.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    userinfo, _, rest = rest.rpartition("@")
+    rest, _, query = rest.partition("?")
+    if query:
+        raise ValueError("takes no ?query")
+    hosts, _, path = rest.partition("/")
+    sentinels = []
+    for location in hosts.split(","):
+        parts = urlsplit(f"//{location.strip()}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise ValueError(f"sentinel address {location.strip()!r} is not host:port")
+        sentinels.append((parts.hostname, port))
+    service_name, _, db = path.strip("/").partition("/")
+    if not service_name:
+        raise ValueError("no service name after the sentinels' addresses")
+    if db and not db.isdigit():
+        raise ValueError(f"database {db!r} is not a number")
+    username, colon, password = userinfo.partition(":")
+    return SentinelURL(tuple(sentinels), unquote(service_name), int(db or 0),
+                       unquote(username) or None,
+                       unquote(password) if colon else None)
+
+
 def redis_pool(url: str, *, timeout: float, max_connections: int, **options):
     """A redis-py connection pool for `url` that waits for a free connection (up to
     `timeout` seconds, then redis' ConnectionError) instead of failing at once: a gevent
     worker runs hundreds of requests at a time, more than connections are worth having.
     Each command is bounded by `timeout` (connecting, and waiting for the answer) and tried
-    once more on a fresh connection (a restarted Redis is used again at once)."""
+    once more on a fresh connection (a restarted Redis is used again at once).
+
+    `url` is redis-py's (``redis://``, ``rediss://``, ``unix://``) or ``redis+sentinel://``
+    (`parse_sentinel_url`): then the pool's connections go to the master the sentinels name
+    (redis-py's ``Sentinel.master_for``), asked again on every new connection, so a failover
+    is followed without a restart; the sentinels are asked with the same `timeout`.
+    """
     from redis import BlockingConnectionPool  # only when Redis is used (its weight)
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1), health_check_interval=30,
-        **options)
+    bounded = dict(socket_timeout=timeout, socket_connect_timeout=timeout)
+    settings = dict(max_connections=max_connections, timeout=timeout,
+                    retry=Retry(NoBackoff(), 1), health_check_interval=30, **bounded, **options)
+    if not url.lower().startswith(SENTINEL_SCHEME + "://"):
+        return BlockingConnectionPool.from_url(url, **settings)
+
+    from redis.sentinel import Sentinel
+
+    parsed = parse_sentinel_url(url)
+    auth = {name: value for name, value in (("username", parsed.username),
+                                             ("password", parsed.password)) if value}
+    # each sentinel asked once (the next one is the retry), within `timeout`
+    sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=dict(
+        retry=Retry(NoBackoff(), 0), **bounded, **auth))
+    return sentinel.master_for(parsed.service_name,
+                               connection_pool_class=_blocking_sentinel_pool_class(),
+                               db=parsed.db, **auth, **settings).connection_pool
+
+
+@functools.cache
+def _blocking_sentinel_pool_class() -> type:
+    """redis-py's SentinelConnectionPool (connections to the current master) that waits for
+    a free connection like its BlockingConnectionPool: both public classes, combined."""
+    from redis import BlockingConnectionPool
+    from redis.sentinel import SentinelConnectionPool
+
+    return type("BlockingSentinelConnectionPool",
+                (SentinelConnectionPool, BlockingConnectionPool), {})
 
 
 class RedisStore(SharedStore):
