@@ -221,6 +221,11 @@ class _CircuitWatch(pybreaker.CircuitBreakerListener):
     each (the calls refused meanwhile log no line of their own: `CircuitOpen`)."""
 
     def state_change(self, cb, old_state, new_state) -> None:
+        # pybreaker settles each call with the state it began in: calls in flight when the
+        # breaker opened open it again as they fail (restarting the cool-down), concurrent
+        # probes close it again. Not a change.
+        if old_state is not None and old_state.name == new_state.name:
+            return
         metrics.circuit_state(new_state.name)
         if new_state.name == pybreaker.STATE_OPEN:
             why = ("the probe failed" if old_state is not None
