@@ -10,31 +10,19 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
-
-import requests
+from datetime import datetime
 
 from faults import Relay
 from helpers import assert_problem
-from test_resilience_gunicorn import login, start_gunicorn, wait_for, worker_pids
+from test_logs import json_lines
+from test_metrics import METRICS_TOKEN, scrape, value
+from test_resilience_gunicorn import login, start_gunicorn, worker_pids
 
 FAILURES, COOLDOWN, REFUSING = 3, 25.0, 20.0  # breaker settings; seconds of refused calls
 STATES = {"opened": "open", "half-open": "half-open", "closed": "closed"}
-
-
-def _records(text: str) -> list[dict]:
-    """The JSON log records in gunicorn's output (other lines skipped)."""
-    records = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                records.append(json.loads(line))
-            except ValueError:  # (a line cut by a concurrent write)
-                continue
-    return records
 
 
 def _loud(records: list[dict]) -> list[dict]:
@@ -59,9 +47,12 @@ def test_an_open_breaker_logs_its_state_changes_not_each_refused_call(production
     8 clients log in without pause: every answer is 503 wechat_unavailable with
     Retry-After, and the log gets no line above INFO meanwhile. WeChat answers again; after
     the cool-down each worker's next call probes it and closes the breaker. Per worker the
-    log holds exactly three breaker lines, WARNING each: opened, half-open, closed."""
+    log holds exactly three breaker lines, WARNING each: opened, half-open, closed. /metrics
+    counts one opening per worker (not one per call in flight when it opened), the state
+    closed, and the refused calls (errcode="unavailable")."""
     with Relay(emulator.url) as relay:
-        server = start_gunicorn(dict(production_env, LOG_FORMAT="json"),
+        server = start_gunicorn(dict(production_env, LOG_FORMAT="json",
+                                     METRICS_TOKEN=METRICS_TOKEN),
                                 WECHAT_API_BASE=relay.url_for(), WECHAT_TIMEOUT="1",
                                 WECHAT_BREAKER_FAILURES=str(FAILURES),
                                 WECHAT_BREAKER_COOLDOWN=str(COOLDOWN))
@@ -71,7 +62,7 @@ def test_an_open_breaker_logs_its_state_changes_not_each_refused_call(production
             opening_started = time.monotonic()
             timeouts = Counter()
             refusing_batches = 0  # in a row (how a breaker that logs nothing shows open)
-            while (len(_state_changes(_records(server.output()))) < len(workers)
+            while (len(_state_changes(json_lines(server.output()))) < len(workers)
                    and refusing_batches < 2):
                 assert time.monotonic() - opening_started < 20, server.output()[-3000:]
                 answers: list = []
@@ -85,7 +76,7 @@ def test_an_open_breaker_logs_its_state_changes_not_each_refused_call(production
                 refusing_batches = (refusing_batches + 1
                                     if {a.status_code for a in answers} == {503} else 0)
             # every breaker is open, no call in flight: only refusals from here on
-            quiet_from = len(server.output())
+            quiet_from = datetime.now().astimezone()
             refused = Counter()
             lock = threading.Lock()
             stop = threading.Event()
@@ -108,22 +99,26 @@ def test_an_open_breaker_logs_its_state_changes_not_each_refused_call(production
             for thread in clients:
                 thread.join()
             refusing = time.monotonic() - refusing_from
-            during = _records(server.output()[quiet_from:])
+            quiet_until = datetime.now().astimezone()
 
             relay.mode = "pass"
             recovering = time.monotonic()
-            while any(len(c) < 3 for c in _state_changes(_records(server.output())).values()):
+            while any(len(c) < 3 for c in _state_changes(json_lines(server.output())).values()):
                 assert time.monotonic() - recovering < COOLDOWN + 15, server.output()[-3000:]
                 login(server.url, emulator.mint()["code"], timeout=10)
                 time.sleep(0.05)
+            samples = scrape(server.url)
         finally:
             server.stop()
-    records = _records(server.output())
+    records = json_lines(server.output())
+    during = [r for r in records
+              if quiet_from <= datetime.fromisoformat(r["time"]) <= quiet_until]
     changes = _state_changes(records)
     loud_during = _loud(during)
     assert refusing >= 15, refusing
     assert set(refused) == {(503, "wechat_unavailable", True)}, refused
     assert sum(refused.values()) >= 200, refused
+    assert len(during) >= sum(refused.values())  # (an access line each, at INFO)
     assert not loud_during, (len(loud_during), sum(refused.values()), loud_during[:3])
     assert set(changes) == workers, changes
     for pid, seen in changes.items():
@@ -136,6 +131,11 @@ def test_an_open_breaker_logs_its_state_changes_not_each_refused_call(production
     assert loud[("WARNING", "wxauth.wechat.client")] == 3 * len(workers), loud
     assert loud[("ERROR", "wxauth.errors")] == timeouts[(504, "wechat_timeout")], (loud, timeouts)
     assert set(loud) <= {("WARNING", "wxauth.wechat.client"), ("ERROR", "wxauth.errors")}, loud
+    # the metrics: one opening per worker, closed again
+    assert value(samples, "wxauth_wechat_circuit_opened_total") == len(workers)
+    assert value(samples, "wxauth_wechat_circuit_state") == 0
+    assert value(samples, "wxauth_wechat_calls_total", api="code2Session",
+                 errcode="unavailable") >= sum(refused.values())
     print(f"\nbreaker open: {sum(refused.values())} refused calls in {refusing:.1f} s, "
           f"{len(loud_during)} log lines above INFO meanwhile; breaker lines {changes}; "
           f"logins while it opened {dict(timeouts)}")
