@@ -426,8 +426,9 @@ def _missing_driver(driver: str, package: str | None) -> ConfigError:
                        "installed: pip install -r requirements.txt")
 
 
-# the address part of a URL naming several hosts: scheme://[user[:password]@]h1[:p1],h2…
-_SEVERAL_HOSTS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://[^/?#]*,")
+# scheme://[user[:password]@]h1[:p1],h2…: several hosts when the part after the last @ of
+# the authority has a comma
+_AUTHORITY = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)")
 
 
 def _several_hosts(value: str, shown: str) -> URL | None:
@@ -443,8 +444,8 @@ def _several_hosts(value: str, shown: str) -> URL | None:
         ConfigError: not PostgreSQL, a malformed part (the password never shown), a port that
             is not a number, or hosts/ports also given as ``host=``/``port=``.
     """
-    match = _SEVERAL_HOSTS.match(value)
-    if match is None:
+    match = _AUTHORITY.match(value)
+    if match is None or "," not in match["authority"].rpartition("@")[2]:
         return None
     scheme = match["scheme"]
     if DRIVERS.get(scheme.partition("+")[0].lower()) != DRIVERS["postgresql"]:

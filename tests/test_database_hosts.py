@@ -44,6 +44,12 @@ def test_several_hosts_become_what_psycopg_takes(value, host, port, query):
     assert make_url(url.render_as_string(hide_password=False)) == url  # (as Flask-SQLAlchemy reads it)
 
 
+def test_a_comma_in_the_password_is_not_a_host():
+    for value in ("mysql://wx:pa,ss@db/wxauth", "postgresql://wx:pa,ss@db:5432/wxauth"):
+        url = database_url(value)
+        assert (url.password, url.host, url.query.get("host")) == ("pa,ss", "db", None)
+
+
 @pytest.mark.parametrize("value,expected", [
     ("postgresql://wx:hunter2@db1:54x2,db2/wxauth", "port '54x2' is not a port number"),
     ("postgresql://wx:hunter2@db1:70000,db2/wxauth", "port '70000' is not a port number"),
