@@ -390,7 +390,8 @@ def database_url(value: str) -> URL:
 
     ``postgres://`` and ``postgresql://`` take psycopg 3 (``postgresql+psycopg://``),
     ``mysql://`` and ``mariadb://`` PyMySQL (``mysql+pymysql://``, ``mariadb+pymysql://``);
-    those spelled out already and ``sqlite:///…`` are kept.
+    those spelled out already and ``sqlite:///…`` are kept. PostgreSQL may name several hosts
+    in libpq's own form (``postgresql://user@h1:5432,h2:5433/wxauth``, see `_several_hosts`).
 
     Raises:
         ConfigError: the URL is malformed, of another database, names another driver, or its
@@ -398,7 +399,9 @@ def database_url(value: str) -> URL:
     """
     shown = _redact(value)
     try:
-        url = make_url(value)
+        url = _several_hosts(value, shown) or make_url(value)
+    except ConfigError:
+        raise
     except Exception:  # SQLAlchemy's ArgumentError, or ValueError for a bad port
         raise ConfigError(f"DATABASE_URL={shown!r} is not a database URL: write e.g. "
                           f"{_DATABASE_EXAMPLES}") from None
@@ -410,13 +413,74 @@ def database_url(value: str) -> URL:
     fixed = url.set(drivername=driver)
     if url.drivername not in (backend, driver, "sqlite+pysqlite"):  # another driver
         raise ConfigError(f"DATABASE_URL={shown!r}: wxauth connects with {driver}, not "
-                          f"{url.drivername}: write {fixed.render_as_string()}")
+                          f"{url.drivername}: write {driver}{shown[shown.index('://'):]}")
     try:
         fixed.get_dialect().import_dbapi()
     except ImportError as exc:
-        raise ConfigError(f"DATABASE_URL: {driver} needs the {exc.name} package, which is not "
-                          "installed: pip install -r requirements.txt") from None
+        raise _missing_driver(driver, exc.name) from None
     return fixed
+
+
+def _missing_driver(driver: str, package: str | None) -> ConfigError:
+    return ConfigError(f"DATABASE_URL: {driver} needs the {package} package, which is not "
+                       "installed: pip install -r requirements.txt")
+
+
+# scheme://[user[:password]@]h1[:p1],h2…: several hosts when the part after the last @ of
+# the authority has a comma
+_AUTHORITY = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)")
+
+
+def _several_hosts(value: str, shown: str) -> URL | None:
+    """libpq's URL naming several PostgreSQL hosts, tried in order
+    (``postgresql://user:pw@h1:5432,h2:5433/wxauth?target_session_attrs=read-write``), as
+    the URL SQLAlchemy's psycopg dialect takes for it
+    (``postgresql://user:pw@/wxauth?host=h1,h2&port=5432,5433&target_session_attrs=…``:
+    SQLAlchemy's parser takes one host:port only); None for a URL with one host. libpq
+    (psycopg's `conninfo_to_dict`) parses it, as it would connect with it: brackets around
+    IPv6 addresses, percent-escapes, its own query parameters only.
+
+    Raises:
+        ConfigError: not PostgreSQL, a malformed part (the password never shown), a port that
+            is not a number, or hosts/ports also given as ``host=``/``port=``.
+    """
+    match = _AUTHORITY.match(value)
+    if match is None or "," not in match["authority"].rpartition("@")[2]:
+        return None
+    scheme = match["scheme"]
+    if DRIVERS.get(scheme.partition("+")[0].lower()) != DRIVERS["postgresql"]:
+        raise ConfigError(f"DATABASE_URL={shown!r}: several hosts are for PostgreSQL only: "
+                          "name one host (a proxy or a virtual address in front of the others)")
+    try:
+        from psycopg import Error
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError as exc:
+        raise _missing_driver(DRIVERS["postgresql"], exc.name) from None
+    example = ("write e.g. postgresql://user:password@db1:5432,db2:5432/wxauth"
+               "?target_session_attrs=read-write")
+    try:
+        params = conninfo_to_dict("postgresql" + value[len(scheme):])
+    except Error as exc:  # libpq's message may quote the part it could not read
+        password = re.match(r"[^/]*//[^/@:]*:([^/@]*)@", value)
+        reason = str(exc).strip()
+        if password and password[1]:
+            reason = reason.replace(password[1], "***")
+        raise ConfigError(f"DATABASE_URL={shown!r} is malformed ({reason}): {example}") from None
+    query = urlsplit(value).query
+    if re.search(r"(^|&)(host|port)=", query):
+        raise ConfigError(f"DATABASE_URL={shown!r} names hosts both before the path and as "
+                          f"host=/port=: name them once, before the path; {example}")
+    hosts, ports = params["host"].split(","), params.get("port", "").split(",")
+    bad = [port for port in ports if port and not (port.isdigit() and 0 < int(port) < 65536)]
+    if bad or "" in hosts:
+        what = f"port {bad[0]!r} is not a port number" if bad else "a host is empty"
+        raise ConfigError(f"DATABASE_URL={shown!r}: {what}: {example}")
+    rest = {k: v for k, v in params.items() if k not in ("user", "password", "dbname", "host",
+                                                         "port")}
+    if any(ports):  # (one per host: libpq fills the hosts' without one with "")
+        rest["port"] = params["port"]
+    return URL.create(scheme, username=params.get("user"), password=params.get("password"),
+                      database=params.get("dbname"), query={"host": ",".join(hosts), **rest})
 
 
 def _api_docs(cfg: MutableMapping[str, Any]) -> None:

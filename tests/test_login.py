@@ -100,7 +100,7 @@ def test_wechat_failures_map_to_problems_and_write_nothing(server, app, options,
     response = server.post("/auth/login", json={"code": minted["code"]})
     body = assert_problem(response, status, code)
     assert body.get("errcode") == errcode
-    if code in ("wechat_rate_limited", "wechat_busy"):
+    if code in ("wechat_rate_limited", "wechat_busy", "wechat_timeout"):
         assert int(response.headers["Retry-After"]) > 0
     assert SECRET not in response.text
     assert user_count(app) == 0

@@ -102,7 +102,7 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(502, "wechat_bad_response", _l("Bad answer from WeChat"),
                     detail=_l("WeChat answered with an error or with an answer this server "
                               "cannot use.")),
-        ProblemKind(504, "wechat_timeout", _l("WeChat timed out"),
+        ProblemKind(504, "wechat_timeout", _l("WeChat timed out"), _RETRY,
                     detail=_l("WeChat did not answer in time.")),
         ProblemKind(502, "wechat_unreachable", _l("WeChat unreachable"),
                     detail=_l("This server could not connect to WeChat.")),
@@ -371,7 +371,9 @@ def _log_failure(exc: BaseException, code: str) -> None:
         log.warning("shared store unavailable on %s %s: %s", request.method, request.path,
                     _reason(exc))
     elif isinstance(exc, wx.WeChatError):
-        level = logging.ERROR if PROBLEMS[code].status >= 500 else logging.INFO
+        # a call the open circuit refused: the breaker logs its state changes instead
+        serious = PROBLEMS[code].status >= 500 and not isinstance(exc, wx.CircuitOpen)
+        level = logging.ERROR if serious else logging.INFO
         log.log(level, "WeChat call failed on %s: %s", request.path, exc)
 
 

@@ -12,6 +12,12 @@
   closed and the statement fails as a disconnect (503 ``database_unavailable``). Outside
   gevent (threads, the development server) PostgreSQL's own ``statement_timeout`` and
   ``connect_timeout`` still apply.
+- PostgreSQL with several hosts (config.py turns libpq's ``h1:5432,h2:5433`` into the
+  dialect's ``host=``/``port=`` lists): psycopg tries them in order, ``connect_timeout``
+  for each (a new connection waits at most hosts × ``DB_CONNECT_TIMEOUT``), and keeps the
+  first that fits ``target_session_attrs``. Nothing here depends on the host: the deadline
+  bounds what runs on the connection, and a connection that fails its checkout ping is
+  replaced through the same list (tests/test_database_hosts.py).
 """
 
 from __future__ import annotations

@@ -115,9 +115,18 @@ class WeChatBadResponse(WeChatError):
 
 
 class WeChatTimeout(WeChatError):
-    """WeChat did not answer within the configured timeout."""
+    """WeChat did not answer within the configured timeout.
+
+    Attributes:
+        retry_after: seconds a client should wait before trying again (3): WeChat's stalls
+            last seconds, and a retry at once is one more call held for the whole timeout
+            by a WeChat still silent, counting towards the circuit breaker; 3 s later
+            WeChat answers again, or the breaker has opened and says how long it stays so
+            (503 wechat_unavailable), while a person waiting on a login waits little longer.
+    """
 
     outcome = "timeout"
+    retry_after = 3
 
 
 class WeChatUnreachable(WeChatError):
@@ -139,6 +148,15 @@ class WeChatUnavailable(WeChatError):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class CircuitOpen(WeChatUnavailable):
+    """The circuit breaker is open: the call was refused without calling WeChat. Expected
+    while WeChat fails, so not worth a log line each: the breaker logs its state changes
+    (`_CircuitWatch`) and the metrics count the refusals."""
+
+    def __init__(self, retry_after: int):
+        super().__init__("WeChat is failing: calls are paused (circuit open)", retry_after)
 
 
 class _Refused(WeChatUnreachable):
@@ -198,11 +216,27 @@ for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retr
 # --- client ----------------------------------------------------------------------------------
 
 
-class _CircuitMetrics(pybreaker.CircuitBreakerListener):
-    """The breaker's state changes → `wxauth.metrics.circuit_state`."""
+class _CircuitWatch(pybreaker.CircuitBreakerListener):
+    """The breaker's state changes → `wxauth.metrics.circuit_state` and one WARNING line
+    each (the calls refused meanwhile log no line of their own: `CircuitOpen`)."""
 
     def state_change(self, cb, old_state, new_state) -> None:
+        # pybreaker settles each call with the state it began in: calls in flight when the
+        # breaker opened open it again as they fail (restarting the cool-down), concurrent
+        # probes close it again. Not a change.
+        if old_state is not None and old_state.name == new_state.name:
+            return
         metrics.circuit_state(new_state.name)
+        if new_state.name == pybreaker.STATE_OPEN:
+            why = ("the probe failed" if old_state is not None
+                   and old_state.name == pybreaker.STATE_HALF_OPEN
+                   else f"{cb.fail_max} timeouts or connection failures in a row")
+            log.warning("WeChat circuit breaker opened (%s): calls answer 503 "
+                        "wechat_unavailable for %g s", why, cb.reset_timeout)
+        elif new_state.name == pybreaker.STATE_HALF_OPEN:
+            log.warning("WeChat circuit breaker half-open: the next calls probe WeChat")
+        else:
+            log.warning("WeChat circuit breaker closed: WeChat answers again")
 
 
 class Guard:
@@ -229,7 +263,7 @@ class Guard:
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=failures, reset_timeout=cooldown, state_storage=self._opened,
             exclude=[lambda exc: not isinstance(exc, (WeChatTimeout, WeChatUnreachable))],
-            throw_new_error_on_trip=False, name="wechat", listeners=[_CircuitMetrics()])
+            throw_new_error_on_trip=False, name="wechat", listeners=[_CircuitWatch()])
         metrics.circuit_state(self.breaker.current_state)
 
     @property
@@ -479,16 +513,14 @@ class WeChatClient:
         deadline = time.monotonic() + self.deadline
         guard = self.guard
         if guard.cooling_down():  # fail fast, without waiting for a slot
-            raise WeChatUnavailable("WeChat is failing: calls are paused (circuit open)",
-                                    guard.retry_after())
+            raise CircuitOpen(guard.retry_after())
         if not guard.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise WeChatUnavailable(f"{guard.max_calls} calls to WeChat already in flight", 1)
         try:
             with guard.breaker.calling():  # one call, one success or failure for the breaker
                 return self._attempts(method, path, params, json_body, secrets, deadline)
         except pybreaker.CircuitBreakerError:
-            raise WeChatUnavailable("WeChat is failing: calls are paused (circuit open)",
-                                    guard.retry_after()) from None
+            raise CircuitOpen(guard.retry_after()) from None
         finally:
             guard.slots.release()
 
