@@ -24,9 +24,8 @@ import flask_migrate
 import pytest
 
 import services
-from helpers import (APPID, ERASURE_KEY, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET,
-                     SESSION_KEY_ENCRYPTION_KEY, EmulatorHandle, LiveServer, ServerClient,
-                     environment, test_config)
+from helpers import (APPID, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle, LiveServer,
+                     ServerClient, production_environment, test_config)
 from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.state import state
@@ -66,9 +65,10 @@ def database_servers(request):
         scratch.drop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def database_backend(request, database_servers):
-    """'sqlite', or a ScratchDatabase on a server of TEST_DATABASE_URLS."""
+    """'sqlite', or a ScratchDatabase on a server of TEST_DATABASE_URLS (module-scoped, so a
+    module may keep one server process per backend)."""
     label = request.param
     if label == "sqlite":
         return label
@@ -152,12 +152,7 @@ def server(app, emulator) -> Iterator[ServerClient]:
 @pytest.fixture
 def production_env(tmp_path, emulator):
     """Environment for a production-mode process (gunicorn, flask CLI) on SQLite."""
-    db_file = tmp_path / "prod.db"
-    return environment(tmp_path, WECHAT_APPID=APPID, WECHAT_SECRET=SECRET,
-                       WECHAT_API_BASE=emulator.url, DATABASE_URL=f"sqlite:///{db_file}",
-                       JWT_SECRET_KEY=JWT_KEY,
-                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
-                       ERASURE_KEY=ERASURE_KEY)
+    return production_environment(tmp_path, emulator.url)
 
 
 @pytest.fixture

@@ -165,6 +165,17 @@ def environment(tmp_path, **values: str) -> dict[str, str]:
     return env
 
 
+def production_environment(tmp_path, emulator_url: str,
+                           database_url: str | None = None) -> dict[str, str]:
+    """`environment` for a production-mode process (gunicorn, flask CLI) against the emulator
+    at `emulator_url`, on `database_url` (default: SQLite in `tmp_path`)."""
+    return environment(tmp_path, WECHAT_APPID=APPID, WECHAT_SECRET=SECRET,
+                       WECHAT_API_BASE=emulator_url,
+                       DATABASE_URL=database_url or f"sqlite:///{tmp_path / 'prod.db'}",
+                       JWT_SECRET_KEY=JWT_KEY, SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
+                       ERASURE_KEY=ERASURE_KEY)
+
+
 def run(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120, **kwargs)
