@@ -98,6 +98,45 @@ def sessions(live: Live, token: str) -> list[dict]:
     return response.json()["sessions"]
 
 
+# --- control characters in text fields ------------------------------------------------------
+
+TEXT_FIELDS = {"nickname": "Ann{}e", "avatar_url": "https://cdn.example.com/a{}b.png",
+               "country": "Chi{}na", "province": "Guang{}dong", "city": "Shen{}zhen",
+               "language": "zh{}CN"}
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x01", "\x1f", "\x7f"],
+                         ids=["nul", "soh", "us", "del"])
+@pytest.mark.parametrize("field", sorted(TEXT_FIELDS))
+def test_control_characters_are_refused_in_every_text_field(live, victim, field, character):
+    """PATCH /profile with a control character in any text field: 400 invalid_request naming
+    the field, nothing stored (NUL was stored on SQLite and MariaDB, a 500 on PostgreSQL)."""
+    before = profile(live, victim["access"])
+    answer = live.client.patch("/profile", token=victim["access"],
+                               json={field: TEXT_FIELDS[field].format(character)})
+    body = problem(answer, "invalid_request")
+    assert field in body["errors"], body
+    assert profile(live, victim["access"]) == before
+
+
+def test_every_text_field_of_every_request_schema_refuses_nul():
+    """The one text validator is on every string a client sends (the JSON bodies' schemas)."""
+    import marshmallow as ma
+
+    from wxauth.web import schemas
+
+    checked = []
+    for schema_class in (schemas.LoginSchema, schemas.ProfilePatchSchema, schemas.PhoneSchema,
+                         schemas.DeleteAccountSchema, schemas.EncryptedProfileSchema):
+        for name, field in schema_class().fields.items():
+            if not isinstance(field, ma.fields.String) or isinstance(field, schemas.Base64Bytes):
+                continue
+            errors = schema_class().validate({name: "x\x00y"}, partial=True)
+            assert name in errors, (schema_class.__name__, name, errors)
+            checked.append(name)
+    assert {"code", "appid", "nickname", "avatar_url", "city", "rawData"} <= set(checked)
+
+
 # --- avatars: a corrupt eXIf chunk, metadata after the re-encode -----------------------------
 
 SECRET = b"secret-marker"

@@ -32,6 +32,7 @@ class FullMatch(validate.Regexp):
 
 
 # Printable text only: control characters (NUL above all, which PostgreSQL refuses) are 400s.
+# Every string field of a request schema has it (or _NICKNAME, which includes it).
 _PRINTABLE = FullMatch(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")
 # ... with one visible character at least. The space class is spelt out where Python's and
 # JavaScript's \s differ (U+0085 is a space only to Python, U+FEFF only to JavaScript).
@@ -196,8 +197,8 @@ class EncryptedProfileSchema(ma.Schema):
 
     encryptedData = Base64Bytes(required=True, validate=validate.Length(min=16, max=16 * 1024))
     iv = Base64Bytes(required=True, byte_length=16)
-    rawData = fields.String(validate=validate.Length(max=4096))
-    signature = fields.String(validate=validate.Length(equal=40))
+    rawData = fields.String(validate=[validate.Length(max=4096), _PRINTABLE])
+    signature = fields.String(validate=[validate.Length(equal=40), _PRINTABLE])
 
     @ma.validates_schema
     def _raw_data_with_signature(self, data, **kwargs):
@@ -272,7 +273,7 @@ class ProfilePatchSchema(ma.Schema):
                              validate=[validate.Length(min=1, max=64), _NICKNAME],
                              metadata={"description": 'from <input type="nickname">'})
     avatar_url = fields.Url(allow_none=True, schemes={"http", "https"},
-                            validate=validate.Length(max=512),
+                            validate=[validate.Length(max=512), _PRINTABLE],
                             metadata={"description": "an uploaded avatar's http(s) URL"})
     gender = fields.Integer(strict=True, validate=validate.OneOf(GENDERS))
     country = fields.String(**_text)
