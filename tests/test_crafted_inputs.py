@@ -98,6 +98,119 @@ def sessions(live: Live, token: str) -> list[dict]:
     return response.json()["sessions"]
 
 
+# --- the leak scenario: tokens signed with the real key ------------------------------------
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def sign(payload: bytes, header: dict | None = None, key: str = JWT_KEY) -> str:
+    """A compact HS256 JWS over these exact payload bytes (any JSON, or none)."""
+    head = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    signing_input = f"{head}.{b64url(payload)}".encode("ascii")
+    mac = hmac.new(key.encode(), signing_input, hashlib.sha256).digest()
+    return f"{signing_input.decode('ascii')}.{b64url(mac)}"
+
+
+def claims_of(token: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+
+
+MISSING = object()
+HUGE = 10 ** 400  # JSON has no limit; 401 digits
+# (label, value): every kind a JSON claim can take
+VALUES = [("list", ["x"]), ("dict", {"a": 1}), ("int", 7), ("float", 7.5), ("numeric_str", "7"),
+          ("true", True), ("null", None), ("missing", MISSING), ("huge", HUGE),
+          ("nan", float("nan")), ("inf", float("inf")), ("nan_str", "NaN"), ("empty", ""),
+          ("nul_str", "a\x00b")]
+# what each claim must be (the spec these tests check, written independently of the code)
+STRING_CLAIMS = ("sub", "appid", "fam", "jti")
+TIME_CLAIMS = ("exp", "iat", "nbf")
+
+
+def _right_type(claim: str, value: Any) -> bool:
+    """Whether `value` is a well-formed value for `claim` (then it is not a crafted case)."""
+    if claim in STRING_CLAIMS:
+        return isinstance(value, str) and value not in ("", "a\x00b")
+    if claim == "ver":
+        return type(value) is int and value < 2 ** 31
+    if claim in TIME_CLAIMS:
+        return type(value) in (int, float) and 0 <= value < 2 ** 40
+    return False  # type: only "access" / "refresh", which VALUES never holds
+
+
+def _token_cases() -> list:
+    cases = []
+    for claim in (*STRING_CLAIMS, "ver", *TIME_CLAIMS, "type"):
+        for label, value in VALUES:
+            if _right_type(claim, value) or (claim in ("nbf", "type") and value is MISSING):
+                continue  # (nbf is optional; flask-jwt-extended reads no type as "access")
+            # pyjwt reads exp with int(): "7" and true are a past time to it (expired)
+            codes = {"token_invalid", "token_expired"} if claim == "exp" else {"token_invalid"}
+            cases.append(pytest.param({claim: value}, codes, id=f"{claim}={label}"))
+    for label, payload, codes in [
+        ("expired", {"exp": 1_000_000}, {"token_expired"}),
+        ("negative_exp", {"exp": -1}, {"token_expired"}),
+        ("exp_beyond_year_9999", {"exp": 253402300800}, {"token_invalid"}),
+        ("iat_in_future", {"iat": time.time() + 3600}, {"token_invalid"}),
+        ("nbf_in_future", {"nbf": time.time() + 3600}, {"token_invalid"}),
+        ("ver_negative", {"ver": -1}, {"token_invalid", "token_revoked"}),
+        ("sub_unknown", {"sub": "o-nobody"}, {"user_not_found"}),
+        ("appid_other", {"appid": "wx0000000000000000"}, {"token_invalid"}),
+        ("type_other", {"type": "id"}, {"token_invalid"}),
+        ("sub_long", {"sub": "o" * 2000}, {"token_invalid", "user_not_found"}),
+    ]:
+        cases.append(pytest.param(payload, codes, id=label))
+    for label, raw in [("payload_list", b"[1, 2]"), ("payload_string", b'"x"'),
+                       ("payload_not_json", b"{not json"), ("payload_not_utf8", b'{"sub": "\xff"}'),
+                       ("payload_nan", b'{"exp": NaN}'), ("payload_deep", b"[" * 3000),
+                       ("payload_huge_number", b'{"exp": 1' + b"0" * 5000 + b"}"),
+                       ("payload_lone_surrogate", b'{"sub": "\\ud800"}')]:
+        cases.append(pytest.param(raw, {"token_invalid"}, id=label))
+    for label, header in [("alg_none", {"alg": "none"}), ("alg_hs512", {"alg": "HS512"}),
+                          ("alg_list", {"alg": ["HS256"]}), ("kid_dict", {"alg": "HS256", "kid": {}}),
+                          ("crit", {"alg": "HS256", "crit": ["exp"]})]:
+        cases.append(pytest.param(("header", header), {"token_invalid"}, id=label))
+    return cases
+
+
+TOKEN_CASES = _token_cases()
+
+
+def craft(genuine: str, case: Any) -> str:
+    """A token signed with the real key: `genuine`'s claims changed by `case` (a dict of
+    claims, MISSING deletes one), raw payload bytes, or ("header", header)."""
+    if isinstance(case, bytes):
+        return sign(case)
+    claims = claims_of(genuine)
+    if isinstance(case, tuple):
+        return sign(json.dumps(claims).encode(), header=case[1])
+    for name, value in case.items():
+        if value is MISSING:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return sign(json.dumps(claims).encode())  # (NaN and Infinity as JSON's usual extension)
+
+
+@pytest.mark.parametrize("case, codes", TOKEN_CASES)
+def test_crafted_token_is_refused_and_writes_nothing(live, victim, case, codes):
+    """Each crafted token, on a reading view (twice: the second from the verified-token
+    cache), a writing view, refresh and logout: 401/403 with a stable code; the victim's
+    profile and session are as before."""
+    before = profile(live, victim["access"])
+    access, refresh = craft(victim["access"], case), craft(victim["refresh"], case)
+    answers = [live.client.get("/profile", token=access),
+               live.client.get("/profile", token=access),
+               live.client.patch("/profile", token=access, json={"nickname": "crafted"}),
+               live.client.post("/auth/refresh", token=refresh),
+               live.client.post("/auth/logout", token=refresh)]
+    for answer in answers:
+        problem(answer, codes)
+    assert profile(live, victim["access"]) == before
+    assert len(sessions(live, victim["access"])) == 1
+
+
 # --- control characters in text fields ------------------------------------------------------
 
 TEXT_FIELDS = {"nickname": "Ann{}e", "avatar_url": "https://cdn.example.com/a{}b.png",
