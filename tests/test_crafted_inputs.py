@@ -211,6 +211,127 @@ def test_crafted_token_is_refused_and_writes_nothing(live, victim, case, codes):
     assert len(sessions(live, victim["access"])) == 1
 
 
+# --- the leak scenario: encryptedData made with the real session_key ------------------------
+
+def seal(session_key: str, plaintext: bytes, *, padded: bool = True) -> dict[str, str]:
+    """``{"encryptedData", "iv"}`` as WeChat makes them, around any plaintext bytes."""
+    key, iv = base64.b64decode(session_key), bytes(range(16))
+    body = pad(plaintext, 16) if padded else plaintext
+    return {"encryptedData": base64.b64encode(AES.new(key, AES.MODE_CBC, iv).encrypt(body)).decode(),
+            "iv": base64.b64encode(iv).decode()}
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _watermarked(fields: dict, watermark: Any = None, **changes: Any) -> bytes:
+    mark = {"appid": APPID, "timestamp": "NOW"} if watermark is None else watermark
+    if isinstance(mark, dict):
+        mark = {**mark, **changes}
+        mark = {k: v for k, v in mark.items() if v is not MISSING}
+    return _json({**fields, "watermark": mark})
+
+
+USER = {"nickName": "Crafted", "gender": 1}
+PHONE = {"phoneNumber": "13800138000", "purePhoneNumber": "13800138000", "countryCode": "86"}
+REFUSED_WATERMARK = {"watermark_mismatch", "watermark_expired"}
+
+
+def _sealed_cases() -> list:
+    cases = []
+    for path, fields in (("/profile", USER), ("/profile/phone", PHONE)):
+        kind = path.rsplit("/", 1)[-1]
+        for label, value in [("nan", float("nan")), ("inf", float("inf")),
+                             ("minus_inf", float("-inf")), ("huge", HUGE), ("minus_one", -1),
+                             ("string", "NOW_STR"), ("null", None), ("missing", MISSING),
+                             ("true", True), ("list", ["NOW"]), ("dict", {}),
+                             ("year_9999", 253402300799)]:
+            cases.append(pytest.param(path, _watermarked(fields, timestamp=value),
+                                      {"watermark_expired"}, id=f"{kind}-timestamp={label}"))
+        for label, value in [("missing", MISSING), ("list", [APPID]), ("null", None),
+                             ("number", 7), ("other_app", OTHER_APPID), ("nul", APPID + "\x00"),
+                             ("dict", {"appid": APPID})]:
+            cases.append(pytest.param(path, _watermarked(fields, appid=value),
+                                      {"watermark_mismatch"}, id=f"{kind}-appid={label}"))
+        for label, mark in [("list", [APPID]), ("string", APPID), ("null", MISSING)]:
+            body = _json({**fields, "watermark": mark}) if mark is not MISSING else _json(fields)
+            cases.append(pytest.param(path, body, {"watermark_mismatch"},
+                                      id=f"{kind}-watermark={label}"))
+        for label, plaintext, padded in [
+            ("not_json", b"not json at all", True), ("not_utf8", b'{"a": "\xff\xfe"}', True),
+            ("json_list", b"[1, 2, 3]", True), ("json_string", b'"text"', True),
+            ("json_nan", b"NaN", True), ("empty", b"", True),
+            ("deep", b"[" * 5000 + b"]" * 5000, True),
+            ("huge_number", b'{"n": 1' + b"0" * 5000 + b"}", True),
+            ("lone_surrogate", b'{"nickName": "\\udc00"}', True),
+            ("wrong_padding", b"0123456789abcdef", False),
+            ("bad_padding_byte", b"0123456789abcde\x11", False),
+        ]:
+            cases.append(pytest.param(path, (plaintext, padded), {"decrypt_failed"},
+                                      id=f"{kind}-{label}"))
+    # well watermarked, fields of the wrong type or holding control characters: dropped or
+    # refused, never stored as they are
+    for label, fields in [("nickname_nul", {"nickName": "a\x00b"}),
+                          ("nickname_list", {"nickName": ["x"]}),
+                          ("nickname_long", {"nickName": "n" * 10_000}),
+                          ("avatar_nul", {"avatarUrl": "https://a.example/\x00.png"}),
+                          ("gender_string", {"gender": "1"}), ("gender_huge", {"gender": HUGE}),
+                          ("gender_nan", {"gender": float("nan")}),
+                          ("unionid_list", {"unionId": ["u"]}),
+                          ("unionid_nul", {"unionId": "u\x00u"}),
+                          ("unionid_long", {"unionId": "u" * 10_000}),
+                          ("language_dict", {"language": {"a": 1}}),
+                          ("city_number", {"city": 7})]:
+        cases.append(pytest.param("/profile", _watermarked(fields), {"ok"},
+                                  id=f"profile-{label}"))
+    for label, fields in [("number_list", {**PHONE, "phoneNumber": ["1"]}),
+                          ("number_nul", {**PHONE, "phoneNumber": "138\x00"}),
+                          ("pure_nul", {**PHONE, "purePhoneNumber": "138\x00"}),
+                          ("number_long", {**PHONE, "phoneNumber": "1" * 10_000}),
+                          ("country_huge", {**PHONE, "countryCode": HUGE}),
+                          ("country_nul", {**PHONE, "countryCode": "8\x006"}),
+                          ("country_nan", {**PHONE, "countryCode": float("nan")}),
+                          ("missing", {})]:
+        cases.append(pytest.param("/profile/phone", _watermarked(fields),
+                                  {"invalid_request", "ok"}, id=f"phone-{label}"))
+    return cases
+
+
+SEALED_CASES = _sealed_cases()
+
+
+@pytest.fixture(scope="module")
+def sealer(live, victim):
+    """The victim's real session_key (what the emulator gave them at login)."""
+    return live.client.emulator.session_key("o-crafted-victim")
+
+
+@pytest.mark.parametrize("path, plaintext, codes", SEALED_CASES)
+def test_crafted_encrypted_data_is_refused_or_cleaned(live, victim, sealer, path, plaintext,
+                                                      codes):
+    """encryptedData that decrypts with the user's real session_key, carrying a malformed
+    watermark, plaintext or fields: refused with a stable code and nothing written, or
+    accepted with nothing stored that is not clean text of the column's size."""
+    if isinstance(plaintext, tuple):
+        sealed = seal(sealer, *plaintext[:1], padded=plaintext[1])
+    else:
+        now = str(int(time.time())).encode()
+        sealed = seal(sealer, plaintext.replace(b'"NOW"', now).replace(b'"NOW_STR"',
+                                                                       b'"' + now + b'"'))
+    before = profile(live, victim["access"])
+    answer = live.client.post(path, token=victim["access"], json=sealed)
+    if answer.status_code == 200 and "ok" in codes:
+        stored = profile(live, victim["access"])
+        for name, value in stored.items():
+            if isinstance(value, str):
+                assert not CONTROL.search(value) and len(value) <= 512, (name, value[:80])
+        assert stored["gender"] in (0, 1, 2)
+        return
+    problem(answer, codes - {"ok"})
+    assert profile(live, victim["access"]) == before
+
+
 # --- control characters in text fields ------------------------------------------------------
 
 TEXT_FIELDS = {"nickname": "Ann{}e", "avatar_url": "https://cdn.example.com/a{}b.png",
