@@ -459,3 +459,106 @@ def test_uploaded_metadata_is_not_served(live, victim, data, markers):
     assert SECRET not in stored
     found = [m for m in markers if m in stored]
     assert not found, found
+
+
+# --- raw HTTP/1.1 on one connection ------------------------------------------------------------
+
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+
+
+def exchange(live: Live, data: bytes, *, idle: float = 3.0) -> bytes:
+    """Send `data` on one connection; everything gunicorn answers, until it closes the
+    connection (or says nothing more for `idle` seconds)."""
+    with socket.create_connection((live.host, live.port), timeout=idle) as sock:
+        sock.sendall(data)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return answer
+
+
+def statuses(answer: bytes) -> list[int]:
+    return [int(m) for m in STATUS_LINE.findall(answer)]
+
+
+def request_head(method: str, path: str, token: str | None = None, **headers: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def first_body(answer: bytes) -> dict:
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert b"application/problem+json" in head.lower(), answer[:600]
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    return json.loads(rest[:length])
+
+
+BAD_CHUNKS = [pytest.param(b"zz\r\n{}\r\n0\r\n\r\n", id="size_not_hex"),
+              pytest.param(b"-2\r\n{}\r\n0\r\n\r\n", id="size_negative"),
+              pytest.param(b"2 x\r\n{}\r\n0\r\n\r\n", id="size_with_junk"),
+              pytest.param(b"2\r\n{}XX\r\n0\r\n\r\n", id="no_chunk_terminator"),
+              pytest.param(b"2;\x01\r\n{}\r\n0\r\n\r\n", id="bad_extension")]
+
+
+@pytest.mark.parametrize("body", BAD_CHUNKS)
+@pytest.mark.parametrize("path", ["/auth/login", "/profile/avatar"])
+def test_a_malformed_chunked_body_is_400(live, victim, path, body):
+    """A chunked body that does not parse (it answered 500): 400 invalid_request
+    problem+json, then nothing but the end of the connection."""
+    content_type = ("application/json" if path == "/auth/login"
+                    else "multipart/form-data; boundary=b")
+    head = request_head("POST", path, victim["access"], Content_Type=content_type,
+                        Transfer_Encoding="chunked")
+    answer = exchange(live, head + body)
+    assert statuses(answer) == [400], answer[:600]
+    assert first_body(answer)["code"] == "invalid_request"
+
+
+def _oversized_requests() -> list:
+    smuggled = request_head("GET", "/smuggled-from-the-body") * 3
+    json_body = b'{"code": "' + smuggled + b"x" * (80 * 1024) + b'"}'
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
+                       for part in (json_body[i:i + 8192] for i in range(0, len(json_body), 8192)))
+    return [
+        pytest.param(request_head("POST", "/auth/login", Content_Type="application/json",
+                                  Content_Length=str(len(json_body))) + json_body,
+                     id="content_length"),
+        pytest.param(request_head("POST", "/auth/login", Content_Type="application/json",
+                                  Transfer_Encoding="chunked") + chunked + b"0\r\n\r\n",
+                     id="chunked"),
+    ]
+
+
+@pytest.mark.parametrize("oversized", _oversized_requests())
+def test_a_body_over_the_limit_on_a_keep_alive_connection(live, oversized):
+    """A JSON body over MAX_CONTENT_LENGTH, then a second request on the same connection:
+    413 payload_too_large, then the second request's own answer; the request lines inside
+    the unread body are never answered."""
+    answer = exchange(live, oversized + request_head("GET", "/healthz", Connection="close"))
+    assert statuses(answer) == [413, 200], answer[:2000]
+    assert first_body(answer)["code"] == "payload_too_large"
+    assert answer.rstrip().endswith(b'{"status":"ok"}'), answer[-300:]
+
+
+def test_an_avatar_over_the_limit_on_a_keep_alive_connection(live, victim):
+    """An avatar over AVATAR_MAX_BYTES (the app reads only part of it), then a second request
+    on the same connection: 413, then the second request's own answer."""
+    boundary = "b0undary"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
+    body = (part + (request_head("GET", "/smuggled-from-the-body") * 3) * 80_000
+            + f"\r\n--{boundary}--\r\n".encode())
+    assert len(body) > 2 * 1024 * 1024 + 16 * 1024
+    head = request_head("POST", "/profile/avatar", victim["access"],
+                        Content_Type=f"multipart/form-data; boundary={boundary}",
+                        Content_Length=str(len(body)))
+    answer = exchange(live, head + body + request_head("GET", "/healthz", Connection="close"),
+                      idle=10)
+    assert statuses(answer) == [413, 200], answer[:2000]
+    assert first_body(answer)["code"] == "payload_too_large"

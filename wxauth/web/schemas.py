@@ -9,6 +9,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser, abort, is_json_request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..wechat import jsontext
 
@@ -52,7 +53,7 @@ class Parser(FlaskParser):
         from flask import current_app
 
         try:
-            parsed = jsontext.loads(req.get_data(cache=True))
+            parsed = jsontext.loads(_whole_body(req))
         except RecursionError:
             abort(400, messages={"json": ["JSON nested too deeply."]})
         except UnicodeEncodeError:  # (not UTF-8 and not JSON: webargs answers those)
@@ -61,6 +62,21 @@ class Parser(FlaskParser):
         if _depth(parsed) > current_app.config["JSON_MAX_DEPTH"]:
             abort(400, messages={"json": ["JSON nested too deeply."]})
         return parsed
+
+
+def _whole_body(req) -> bytes:
+    """The request body; RequestEntityTooLarge (413) when it is over ``max_content_length``.
+
+    Werkzeug checks a Content-Length against the limit before reading, but a chunked body
+    it reads up to the limit and stops, as if that were all: the JSON would be cut short (a
+    400 "not JSON", or worse, a shorter document). One more byte from the server's stream
+    tells a body of exactly the limit from a longer one."""
+    data = req.get_data(cache=True)
+    limit = req.max_content_length
+    if (req.content_length is None and limit is not None and len(data) >= limit
+            and req.environ["wsgi.input"].read(1)):
+        raise RequestEntityTooLarge()
+    return data
 
 
 def _depth(value, level: int = 0) -> int:
