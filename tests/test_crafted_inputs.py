@@ -46,7 +46,7 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass
 class Live:
-    """gunicorn on one backend, a client for it, and a logged-in victim."""
+    """gunicorn on one backend, and a client for it."""
 
     server: Any
     client: ServerClient
@@ -68,6 +68,7 @@ def live(database_backend, emulator, tmp_path_factory):
             engine = sa.create_engine(url)
             services.reset_schema(engine)
             engine.dispose()
+    assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
 @pytest.fixture(scope="module")
