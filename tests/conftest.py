@@ -65,9 +65,10 @@ def database_servers(request):
         scratch.drop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def database_backend(request, database_servers):
-    """'sqlite', or a ScratchDatabase on a server of TEST_DATABASE_URLS."""
+    """'sqlite', or a ScratchDatabase on a server of TEST_DATABASE_URLS (module-scoped, so a
+    module may keep one server process per backend)."""
     label = request.param
     if label == "sqlite":
         return label

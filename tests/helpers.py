@@ -165,13 +165,15 @@ def environment(tmp_path, **values: str) -> dict[str, str]:
     return env
 
 
-def production_environment(tmp_path, emulator_url: str, **values: str) -> dict[str, str]:
-    """`environment` for a production-mode process (gunicorn, flask CLI) on a SQLite file in
-    `tmp_path`, against the emulator at `emulator_url`; `values` are added."""
+def production_environment(tmp_path, emulator_url: str, database_url: str | None = None,
+                           **values: str) -> dict[str, str]:
+    """`environment` for a production-mode process (gunicorn, flask CLI) against the emulator
+    at `emulator_url`, on `database_url` (default: SQLite in `tmp_path`); `values` are
+    added."""
     return environment(tmp_path, WECHAT_APPID=APPID, WECHAT_SECRET=SECRET,
                        WECHAT_API_BASE=emulator_url,
-                       DATABASE_URL=f"sqlite:///{tmp_path / 'prod.db'}", JWT_SECRET_KEY=JWT_KEY,
-                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
+                       DATABASE_URL=database_url or f"sqlite:///{tmp_path / 'prod.db'}",
+                       JWT_SECRET_KEY=JWT_KEY, SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
                        ERASURE_KEY=ERASURE_KEY, **values)
 
 

@@ -25,6 +25,7 @@ from .infra.store import create_store
 from .services.programs import MiniProgram
 from .state import EMULATOR_MOUNT, EXTENSION_KEY, AppState, state
 from .wechat.client import Guard
+from .web.body import ReadableBody
 from .web.logs import configure_logging
 from .web.metrics import configure_metrics
 from .web.proxy import TrustedProxyFix
@@ -69,8 +70,9 @@ def create_app(settings: Mapping[str, Any] | object | None = None) -> Flask:
 
 def register_state(app: Flask) -> None:
     """The app state (`wxauth.state.AppState`): the session_key cipher, the shared store
-    (Redis or in-process), the login rate limit (counted there too), media storage; behind
-    proxies, trusted X-Forwarded-*."""
+    (Redis or in-process), the login rate limit (counted there too), media storage; request
+    bodies that cannot be read answer 400 (`web.body`); behind proxies, trusted
+    X-Forwarded-*."""
     cfg = app.config
     app.extensions[EXTENSION_KEY] = AppState(
         cipher=SessionKeyCipher.from_keys(cfg["SESSION_KEY_ENCRYPTION_KEY"]),
@@ -80,6 +82,7 @@ def register_state(app: Flask) -> None:
                                    "login", cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"],
                                    cfg["REDIS_MAX_CONNECTIONS"]),
         media=LocalStorage(cfg["MEDIA_ROOT"]))
+    app.wsgi_app = ReadableBody(app.wsgi_app)  # an unreadable body is a 400
     networks = cfg["TRUSTED_PROXY_NETWORKS"]
     if networks:
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, networks)

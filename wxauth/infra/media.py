@@ -2,7 +2,8 @@
 
 Avatars come from ``<button open-type="chooseAvatar">``: the client uploads the temporary
 file with ``wx.uploadFile``; `process_avatar` checks it is really an image (by content, not
-by name) and re-encodes it with Pillow (which drops EXIF, GPS and any trailing payload).
+by name) and re-encodes it with Pillow into a fresh file: pixels only, in sRGB, no metadata
+(EXIF and GPS, XMP, comments, text chunks, ICC profiles) and no trailing payload.
 
 `LocalStorage` writes under a folder (default: ``<instance>/media``) and the app serves it at
 ``/media/<name>``. Names are content hashes, so a URL never changes meaning and re-uploading
@@ -62,17 +63,44 @@ def process_avatar(data: bytes, max_side: int, max_pixels: int) -> tuple[str, by
             Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidImage("The upload is not a readable JPEG, PNG or WebP image.") from None
     fmt = image.format
-    image = ImageOps.exif_transpose(image)  # keep the visible orientation, then drop EXIF
+    try:
+        image = ImageOps.exif_transpose(image)  # keep the visible orientation
+    except Exception:  # noqa: BLE001  an unreadable EXIF block (Pillow raises SyntaxError,
+        pass  # struct.error, TypeError…): the orientation as stored; the EXIF goes anyway
+    image = _in_srgb(image)
     image.thumbnail((max_side, max_side))
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
+    # Pillow writes some metadata of the source again unless told otherwise (a JPEG's
+    # comment, a PNG's ICC profile): only what the pixels need is kept
+    image.info = {key: image.info[key] for key in _PIXEL_INFO if key in image.info}
     out = io.BytesIO()
     options = {"JPEG": {"quality": 88, "optimize": True}, "PNG": {"optimize": True},
                "WEBP": {"quality": 88}}[fmt]
-    image.save(out, fmt, **options)  # a fresh file: no EXIF/XMP/ICC text, no trailing bytes
+    image.save(out, fmt, **options)  # a fresh file: no metadata, no trailing bytes
     encoded = out.getvalue()
     extension = FORMATS[fmt][0]
     return f"avatars/{hashlib.sha256(encoded).hexdigest()[:32]}.{extension}", encoded
+
+
+_PIXEL_INFO = ("transparency",)  # (a palette image's transparent colour)
+
+
+def _in_srgb(image):
+    """`image` with its embedded ICC profile (Display P3, Adobe RGB, CMYK…) applied: pixels
+    in sRGB, which is how a file without a profile is shown. Unchanged when it has no
+    profile, a mode ICC transforms do not take, or a profile littleCMS cannot read."""
+    profile = image.info.get("icc_profile")
+    if not profile or image.mode not in ("RGB", "RGBA", "CMYK"):
+        return image
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.profileToProfile(image, io.BytesIO(profile),
+                                         ImageCms.createProfile("sRGB"),
+                                         outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
 
 
 _AVATAR_NAME = re.compile(r"/(avatars/[0-9a-f]{32}\.(?:jpg|png|webp))\Z")

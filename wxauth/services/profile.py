@@ -19,7 +19,7 @@ from ..extensions import db
 from ..i18n import _l
 from ..infra.media import Storage, avatar_name, process_avatar
 from ..models import User, utcnow
-from ..wechat import crypto
+from ..wechat import crypto, jsontext
 from ..wechat.client import InvalidCode, PhoneInfo, WeChatBadResponse, phone_info_from
 from . import programs, signals
 from .sessions import session_key_is_current
@@ -89,7 +89,9 @@ def apply_user_info(user: User, data: dict[str, Any], *, raw_data: str | None,
 
 
 def _without_placeholders(changes: dict[str, Any]) -> dict[str, Any]:
-    """Drop WeChat's anonymous values: nickname 微信用户, the grey avatar, empty, gender 0."""
+    """Drop WeChat's anonymous values (nickname 微信用户, the grey avatar, empty, gender 0)
+    and values that are not clean text (`jsontext.is_clean_text`); cut the rest to the
+    column's length."""
     kept = {}
     for attr, value in changes.items():
         if value in (None, "", 0):
@@ -98,9 +100,9 @@ def _without_placeholders(changes: dict[str, Any]) -> dict[str, Any]:
             continue
         if attr == "avatar_url" and ANONYMOUS_AVATAR_MARK in str(value):
             continue
-        if attr == "gender" and value not in (1, 2):
+        if attr == "gender" and (type(value) is not int or value not in (1, 2)):
             continue
-        if attr != "gender" and (not isinstance(value, str) or "\x00" in value):
+        if attr != "gender" and not jsontext.is_clean_text(value):
             continue
         if isinstance(value, str):  # never longer than the column
             value = value[: User.__table__.c[attr].type.length]

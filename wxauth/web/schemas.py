@@ -9,6 +9,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser, abort, is_json_request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..wechat import jsontext
 
@@ -32,6 +33,7 @@ class FullMatch(validate.Regexp):
 
 
 # Printable text only: control characters (NUL above all, which PostgreSQL refuses) are 400s.
+# Every string field of a request schema has it (or _NICKNAME, which includes it).
 _PRINTABLE = FullMatch(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")
 # ... with one visible character at least. The space class is spelt out where Python's and
 # JavaScript's \s differ (U+0085 is a space only to Python, U+FEFF only to JavaScript).
@@ -51,7 +53,7 @@ class Parser(FlaskParser):
         from flask import current_app
 
         try:
-            parsed = jsontext.loads(req.get_data(cache=True))
+            parsed = jsontext.loads(_whole_body(req))
         except RecursionError:
             abort(400, messages={"json": ["JSON nested too deeply."]})
         except UnicodeEncodeError:  # (not UTF-8 and not JSON: webargs answers those)
@@ -60,6 +62,21 @@ class Parser(FlaskParser):
         if _depth(parsed) > current_app.config["JSON_MAX_DEPTH"]:
             abort(400, messages={"json": ["JSON nested too deeply."]})
         return parsed
+
+
+def _whole_body(req) -> bytes:
+    """The request body; RequestEntityTooLarge (413) when it is over ``max_content_length``.
+
+    Werkzeug checks a Content-Length against the limit before reading, but a chunked body
+    it reads up to the limit and stops, as if that were all: the JSON would be cut short (a
+    400 "not JSON", or worse, a shorter document). One more byte from the server's stream
+    tells a body of exactly the limit from a longer one."""
+    data = req.get_data(cache=True)
+    limit = req.max_content_length
+    if (req.content_length is None and limit is not None and len(data) >= limit
+            and req.environ["wsgi.input"].read(1)):
+        raise RequestEntityTooLarge()
+    return data
 
 
 def _depth(value, level: int = 0) -> int:
@@ -201,8 +218,8 @@ class EncryptedProfileSchema(ma.Schema):
 
     encryptedData = Base64Bytes(required=True, validate=validate.Length(min=16, max=16 * 1024))
     iv = Base64Bytes(required=True, byte_length=16)
-    rawData = fields.String(validate=validate.Length(max=4096))
-    signature = fields.String(validate=validate.Length(equal=40))
+    rawData = fields.String(validate=[validate.Length(max=4096), _PRINTABLE])
+    signature = fields.String(validate=[validate.Length(equal=40), _PRINTABLE])
 
     @ma.validates_schema
     def _raw_data_with_signature(self, data, **kwargs):
@@ -277,7 +294,7 @@ class ProfilePatchSchema(ma.Schema):
                              validate=[validate.Length(min=1, max=64), _NICKNAME],
                              metadata={"description": 'from <input type="nickname">'})
     avatar_url = fields.Url(allow_none=True, schemes={"http", "https"},
-                            validate=validate.Length(max=512),
+                            validate=[validate.Length(max=512), _PRINTABLE],
                             metadata={"description": "an uploaded avatar's http(s) URL"})
     gender = fields.Integer(strict=True, validate=validate.OneOf(GENDERS))
     country = fields.String(**_text)

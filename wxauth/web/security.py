@@ -5,7 +5,9 @@ one decorator that checks, in this order, and answers 401 problems (403 for a di
 
 1. the ``Authorization: Bearer <token>`` header (``authorization_required``, ``token_invalid``);
 2. the token itself, with flask-jwt-extended's public ``decode_token`` (signature, algorithm,
-   ``exp``/``nbf`` with ``JWT_DECODE_LEEWAY``; ``token_expired``, ``token_invalid``);
+   ``exp``/``nbf`` with ``JWT_DECODE_LEEWAY``; ``token_expired``, ``token_invalid``), then
+   its claims against `CLAIMS` (each present, of its type; ``token_invalid``): a token signed
+   with the right key (leaked) still cannot carry a list, a NaN or a NUL further in;
 3. its type, access or refresh (``token_invalid``);
 4. its user and its session (token family), loaded in one query by
    `services.sessions.user_for_claims` (``user_not_found``, 403 ``user_disabled`` when an
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt as pyjwt
@@ -38,6 +41,7 @@ from ..i18n import _l
 from ..models import User
 from ..services import sessions
 from ..state import state
+from ..wechat import jsontext
 
 MAX_VERIFIED_TOKENS = 1024  # per process; the cache starts over when full
 BEARER_DOC = [{"bearerAuth": []}]
@@ -104,9 +108,43 @@ def _bearer_token() -> str:
     return token.strip()
 
 
+MAX_TIME = 253402300799  # seconds: 9999-12-31T23:59:59Z, the last time datetime can hold
+
+
+def _text(value: Any) -> bool:
+    return jsontext.is_clean_text(value) and 0 < len(value) <= 256
+
+
+def _time(value: Any) -> bool:  # seconds since the epoch; NaN fails both comparisons
+    return type(value) in (int, float) and 0 <= value <= MAX_TIME
+
+
+def _version(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 2 ** 31
+
+
+# The claims of the tokens `sessions.issue` signs and what each must hold (bool is not int
+# here): a signed token whose claims are missing or malformed is token_invalid.
+CLAIMS: dict[str, Callable[[Any], bool]] = {
+    "sub": _text, "appid": _text, "fam": _text, "jti": _text, "ver": _version,
+    "exp": _time, "iat": _time, "type": lambda value: value in ("access", "refresh")}
+OPTIONAL_CLAIMS: dict[str, Callable[[Any], bool]] = {"nbf": _time}
+
+
+def _malformed_claim(claims: dict[str, Any]) -> str | None:
+    """The first claim of `CLAIMS` missing or malformed, or of `OPTIONAL_CLAIMS` malformed;
+    None when the claims are well-formed."""
+    for name, valid in CLAIMS.items():
+        if name not in claims or not valid(claims[name]):
+            return name
+    return next((name for name, valid in OPTIONAL_CLAIMS.items()
+                 if name in claims and not valid(claims[name])), None)
+
+
 def verified_claims(encoded: str) -> dict[str, Any]:
-    """The claims of a token whose signature and times check out (a copy: callers may change
-    it). Raises Problem(token_expired) or Problem(token_invalid)."""
+    """The claims of a token whose signature and times check out and whose claims are
+    `CLAIMS` (a copy: callers may change it). Raises Problem(token_expired) or
+    Problem(token_invalid)."""
     cache = state().verified_tokens
     claims = cache.get(encoded)
     if claims is not None and claims["exp"] + current_app.config["JWT_DECODE_LEEWAY"] > time.time():
@@ -118,8 +156,11 @@ def verified_claims(encoded: str) -> dict[str, Any]:
     except (pyjwt.InvalidTokenError, JWTExtendedException) as exc:
         raise Problem("token_invalid", _l("The token is not valid (%(reason)s).",
                                           reason=str(exc))) from None
-    if "exp" in claims:  # tokens without an expiry are not remembered
-        if len(cache) >= MAX_VERIFIED_TOKENS:
-            cache.clear()
-        cache[encoded] = dict(claims)
+    malformed = _malformed_claim(claims)
+    if malformed:
+        raise Problem("token_invalid", _l("The token is not valid (%(reason)s).",
+                                          reason=f"claim {malformed} missing or malformed"))
+    if len(cache) >= MAX_VERIFIED_TOKENS:
+        cache.clear()
+    cache[encoded] = dict(claims)
     return claims

@@ -597,12 +597,15 @@ class WeChatClient:
 
 def phone_info_from(info: dict[str, Any]) -> PhoneInfo:
     """PhoneInfo from WeChat's ``phone_info`` or decrypted phone data; ``countryCode`` may be
-    a string or a number. Raises WeChatBadResponse when the numbers are missing."""
+    a string or a number. Raises WeChatBadResponse when the numbers are missing or hold control
+    characters."""
     phone, pure = info.get("phoneNumber"), info.get("purePhoneNumber")
     country = info.get("countryCode")
     if isinstance(country, bool) or not isinstance(country, (str, int)):
         country = None
-    if not isinstance(phone, str) or not isinstance(pure, str) or not phone or country is None:
-        raise WeChatBadResponse("phone data lacks phoneNumber, purePhoneNumber or countryCode")
+    if not phone or country is None or not all(
+            jsontext.is_clean_text(text) for text in (phone, pure, str(country))):
+        raise WeChatBadResponse("phone data lacks phoneNumber, purePhoneNumber or countryCode, "
+                                "or they are not text")
     watermark = info.get("watermark") if isinstance(info.get("watermark"), dict) else {}
     return PhoneInfo(phone[:32], pure[:32], str(country)[:8], watermark)

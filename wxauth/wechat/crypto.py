@@ -146,7 +146,8 @@ def check_watermark(
 
     Raises:
         WatermarkMismatch: no watermark, or it names another appid.
-        WatermarkExpired: timestamp missing, not a number, or further than `max_age` from now.
+        WatermarkExpired: timestamp missing, not a finite number (NaN, Infinity, or so large
+            no float holds it), or further than `max_age` from now.
     """
     watermark = data.get("watermark")
     if not isinstance(watermark, dict) or watermark.get("appid") != appid:
@@ -154,10 +155,12 @@ def check_watermark(
     if not max_age:
         return
     timestamp = watermark.get("timestamp")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
+    if type(timestamp) not in (int, float) or not -2 ** 53 < timestamp < 2 ** 53:
+        # (bool is not a number here; NaN fails the comparisons; a huge int or ±Infinity is
+        # no time, and an int beyond a float's range would not subtract from one)
         raise WatermarkExpired("the data's watermark has no timestamp")
     now = time.time() if now is None else now
-    if abs(now - timestamp) > max_age:
+    if not abs(now - timestamp) <= max_age:
         raise WatermarkExpired(f"the data's watermark is more than {max_age} s from now")
 
 

@@ -12,6 +12,9 @@ import json
 import re
 from typing import Any
 
+# C0 control characters and DEL, which no text field stores (NUL above all: PostgreSQL refuses
+# it; web.schemas refuses the same characters in requests)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # a \u escape of a surrogate code unit (D800–DFFF); the only way JSON text can carry one
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -42,3 +45,8 @@ def loads(text: str | bytes) -> Any:
     if _SURROGATE_ESCAPE.search(text):  # rare: only then look at the strings themselves
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
     return value
+
+
+def is_clean_text(value: Any) -> bool:
+    """Whether `value` is a ``str`` without control characters (U+0000–U+001F, U+007F)."""
+    return isinstance(value, str) and _CONTROL.search(value) is None
