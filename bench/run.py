@@ -12,7 +12,9 @@ this machine's speed drifts, so medians are printed), and prints two tables.
 The table: requests/s, p50/p99 latency, errors and the ratio to the bare endpoint for
 
 - POST /auth/login, new users (every code a new openid) and returning users (a pool of 500);
-- GET /profile with a valid token; POST /profile with a valid encryptedData;
+- GET /profile with a valid token (the per-request user and session query); POST
+  /auth/refresh, each token used once (a chain per connection: every answer's refresh
+  token is the connection's next); POST /profile with a valid encryptedData;
 
 plus TCP connections opened to the stand-in per 1,000 logins, peak RSS per worker, and the
 CPU time (user + system) the workers spent per request, for wxauth and for the bare endpoint.
@@ -95,6 +97,32 @@ LUA = {
 wrk.method = "GET"
 wrk.headers["Authorization"] = "Bearer %(token)s"
 """,
+    # each refresh token works once: a pool of the thread's tokens, a request takes one, a 200
+    # gives back its new one (at most one request per connection is in flight)
+    "refresh": """
+local threads = 0
+local all = {%(tokens)s}
+local per = %(per)d
+function setup(thread)
+  threads = threads + 1
+  thread:set("initial", table.concat(all, ",", (threads - 1) * per + 1, threads * per))
+end
+local pool = nil
+request = function()
+  if pool == nil then
+    pool = {}
+    for t in string.gmatch(initial, "[^,]+") do table.insert(pool, t) end
+  end
+  local token = table.remove(pool) or "none"
+  return wrk.format("POST", "/auth/refresh", {["Authorization"] = "Bearer " .. token})
+end
+response = function(status, headers, body)
+  if status == 200 then
+    local token = string.match(body, '"refresh_token"%%s*:%%s*"([^"]+)"')
+    if token then table.insert(pool, token) end
+  end
+end
+""",
     "profile_post": """
 wrk.method = "POST"
 wrk.headers["Authorization"] = "Bearer %(token)s"
@@ -105,6 +133,7 @@ wrk.body = '%(body)s'
 SCENARIOS = [("POST /auth/login (new users)", "login_new", "/auth/login"),
              ("POST /auth/login (returning, pool of 500)", "login_returning", "/auth/login"),
              ("GET /profile", "profile_get", "/profile"),
+             ("POST /auth/refresh (rotation)", "refresh", "/auth/refresh"),
              ("POST /profile (encryptedData)", "profile_post", "/profile")]
 
 
@@ -308,6 +337,21 @@ def prepare_user(base: str) -> tuple[str, str]:
     return login.json()["access_token"], body
 
 
+def refresh_tokens(base: str, key: str, connections: int) -> dict:
+    """For the refresh scenario (`key` "refresh"): two refresh tokens per connection (wrk
+    may ask a connection's first request before an answer gives a token back), each of a
+    login of its own (wrk's 2 threads take half each): ``{"tokens", "per"}``."""
+    if key != "refresh":
+        return {}
+    tokens = []
+    for _ in range(2 * connections):
+        login = requests.post(base + "/auth/login", timeout=10,
+                              json={"code": f"obench-refresh-{secrets.token_hex(4)}.1"})
+        login.raise_for_status()
+        tokens.append(login.json()["refresh_token"])
+    return {"tokens": ", ".join(f'"{t}"' for t in tokens), "per": connections}
+
+
 def count_users(database_url: str, prefix: str) -> int:
     from sqlalchemy import create_engine, text
 
@@ -391,7 +435,8 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
         for _ in range(args.repeat):  # reference and scenario alternate; medians are reported
             bare = measure(bare_url + "/json", LUA["bare"], args, tmp, bare_workers)
             before = requests.get(standin_url + "/stats", timeout=5).json()
-            script = LUA[key] % {"token": token, "body": body, "run": secrets.token_hex(4)}
+            script = LUA[key] % {"token": token, "body": body, "run": secrets.token_hex(4),
+                                 **refresh_tokens(base, key, args.connections)}
             standin_cpu = cpu_seconds([standin_pid])
             result = measure(base + path, script, args, tmp, workers)
             result["standin_us"] = (1e6 * (cpu_seconds([standin_pid]) - standin_cpu)
