@@ -417,7 +417,16 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
         row["rss"] = max(rss) if rss else float("nan")
     rows += login_log_cost(label, env, args, tmp, procs, base, workers)
     procs.stop_one(master)
+    rows.append({"title": label, "refused": refused_statements(env)})
     return rows
+
+
+def refused_statements(env: dict) -> dict:
+    """bench/refused.py on the (migrated) database of `env`: the database statements of
+    10,000 refused logins."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "refused.py")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
 
 
 def login_log_cost(label: str, env: dict, args, tmp: Path, procs: Processes, base: str,
@@ -782,7 +791,8 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
     print(header)
     print("-" * len(header))
     cost_rows = [r for r in rows if r.get("login_log")]
-    rows = [r for r in rows if not r.get("login_log")]
+    refused_rows = [r for r in rows if "refused" in r]
+    rows = [r for r in rows if not r.get("login_log") and "refused" not in r]
     for r in rows:
         conns = f"{r['conns_per_1000']:.1f}" if "conns_per_1000" in r else "-"
         print(f"{r['title']:48} {r['rps']:8.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
@@ -799,6 +809,12 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
             print(f"\n{r['title']}: {r['note']}")
     if cost_rows:
         print_login_log_cost(cost_rows)
+    for r in refused_rows:  # (bench/refused.py)
+        counted = r["refused"]
+        print(f"\ndatabase statements per 10,000 refused logins (100 addresses, one minute, "
+              f"the rows written after it included) [{r['title']}]: "
+              f"{10_000 * counted['statements'] / counted['logins']:.0f}, of which "
+              f"{10_000 * counted['writes'] / counted['logins']:.0f} writes")
 
 
 def print_login_log_cost(rows: list[dict]) -> None:

@@ -80,3 +80,7 @@ def test_table_prints_the_login_logs_cost(tmp_path):
         # req/s with and without, the change, CPU µs with and without, the difference, errors
         pattern = rf"^{row}\s+\d+\s+\d+\s+[+-]\d+\.\d%\s+\d+\s+\d+\s+[+-]\d+\s+0$"
         assert re.search(pattern, cost, re.M), (row, result.stdout)
+    # and what a flood of refused logins costs the database: a write per address and minute
+    refused = re.search(r"^database statements per 10,000 refused logins .*\[sqlite\]: "
+                        r"(\d+), of which (\d+) writes$", result.stdout, re.M)
+    assert refused and int(refused[2]) <= 100, result.stdout

@@ -161,14 +161,17 @@ def redis_server():
 
 
 def test_redis_down_is_503_store_unavailable_then_recovers(live, redis_server, capsys):
-    """Redis killed: login (rate limit), GET /profile and refresh (revocation check: fail
-    closed, no token accepted unchecked), logout and /healthz all answer 503 store_unavailable
-    with Retry-After; no 500, no traceback. Redis back: served again, no restart."""
+    """Redis killed: GET /profile and refresh (revocation check: fail closed, no token
+    accepted unchecked), logout and /healthz all answer 503 store_unavailable with
+    Retry-After; no 500, no traceback. (The login goes on under a per-process rate limit:
+    tests/test_ratelimit.py.) Redis back: served again, no restart."""
     server = live(REDIS_URL=redis_server.url, REDIS_TIMEOUT=1.0)
     body = server.login("o-redis")
     token = body["access_token"]
     redis_server.stop()  # SIGKILL
-    for call in every_endpoint(server, body).values():
+    calls = every_endpoint(server, body)
+    assert_problem(calls.pop("login")(), 400, "invalid_code")  # (the code "x")
+    for call in calls.values():
         response, took = timed(call)
         outage(response, 503, "store_unavailable", within=3.0, took=took)
     text = logged(capsys)
