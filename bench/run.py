@@ -813,8 +813,8 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
         counted = r["refused"]
         print(f"\ndatabase statements per 10,000 refused logins (100 addresses, one minute, "
               f"the rows written after it included) [{r['title']}]: "
-              f"{10_000 * counted['statements'] / counted['logins']:.0f}, of which "
-              f"{10_000 * counted['writes'] / counted['logins']:.0f} writes")
+              f"{10_000 * counted['statements'] / counted['refused']:.0f}, of which "
+              f"{10_000 * counted['writes'] / counted['refused']:.0f} writes")
 
 
 def print_login_log_cost(rows: list[dict]) -> None:
