@@ -3,7 +3,7 @@ client addresses beyond ``LOGIN_RATE_LIMIT`` (1 per minute), through the WSGI ap
 process, then `login_log.prune` (which writes the refusals the rate limit still holds);
 the database statements counted with SQLAlchemy's ``before_cursor_execute``.
 
-    .venv/bin/python bench/refused.py   (in bench/run.py's server environment; migrated)
+    .venv/bin/python bench/refused.py [LOGINS]   (in bench/run.py's server environment)
 
 Prints one JSON line: {"logins", "refused", "statements", "writes"} (writes: INSERT, UPDATE,
 DELETE).
@@ -24,6 +24,7 @@ LOGINS, ADDRESSES = 10_000, 100
 
 
 def main() -> None:
+    logins = int(sys.argv[1]) if len(sys.argv) > 1 else LOGINS
     os.environ["LOGIN_RATE_LIMIT"] = "1 per minute"
     import sqlalchemy as sa
 
@@ -40,7 +41,7 @@ def main() -> None:
         sa.event.listen(db.engine, "before_cursor_execute",
                         lambda conn, cursor, statement, *args: statements.append(statement))
     refused = 0  # (a window that ends during the run lets one login per address through)
-    for i in range(LOGINS):
+    for i in range(logins):
         response = client.post("/auth/login", json={"code": "x"},
                                environ_base={"REMOTE_ADDR": f"198.51.100.{i % ADDRESSES}"})
         refused += response.status_code == 429
@@ -48,7 +49,7 @@ def main() -> None:
         days = app.config["LOGIN_LOG_RETENTION_DAYS"]
         login_log.prune(days, sessions.refresh_lifetime())
     writes = [s for s in statements if re.match(r"\s*(INSERT|UPDATE|DELETE)", s, re.I)]
-    print(json.dumps({"logins": LOGINS, "refused": refused, "statements": len(statements),
+    print(json.dumps({"logins": logins, "refused": refused, "statements": len(statements),
                       "writes": len(writes)}))
 
 

@@ -18,6 +18,8 @@ plus TCP connections opened to the stand-in per 1,000 logins, peak RSS per worke
 CPU time (user + system) the workers spent per request, for wxauth and for the bare endpoint.
 Then what the login log costs: the logins again, alternating with the same app without a
 login's login-log and session rows (bench/without_login_log.py) on the same database.
+Last, the database statements a flood of refused logins costs (bench/refused.py, per 10,000
+refusals).
 
 The latency scenario, on a wxauth server of its own (WECHAT_TIMEOUT and WECHAT_DEADLINE
 --wechat-timeout, 30 s): logins (new users, returning users) with --latency-connections (256)
@@ -31,6 +33,7 @@ and socket errors), the ratio to the zero-delay reference, the targets and wheth
     .venv/bin/python bench/run.py [--workers 2] [--duration 8] [--repeat 3] [--connections 16]
                                    [--postgres postgresql+psycopg://postgres@127.0.0.1/test]
                                    [--redis redis://…/0 | --redis none] [--only table|latency]
+                                   [--refused-logins 10000]
                                    [--wechat-delay 100] [--latency-connections 256]
                                    [--burst-delay 300] [--burst-connections 1024]
 
@@ -417,15 +420,15 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
         row["rss"] = max(rss) if rss else float("nan")
     rows += login_log_cost(label, env, args, tmp, procs, base, workers)
     procs.stop_one(master)
-    rows.append({"title": label, "refused": refused_statements(env)})
+    rows.append({"title": label, "refused": refused_statements(env, args.refused_logins)})
     return rows
 
 
-def refused_statements(env: dict) -> dict:
+def refused_statements(env: dict, logins: int) -> dict:
     """bench/refused.py on the (migrated) database of `env`: the database statements of
-    10,000 refused logins."""
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "refused.py")], cwd=ROOT,
-                         env=env, capture_output=True, text=True, check=True).stdout
+    `logins` refused logins."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "refused.py"), str(logins)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.splitlines()[-1])
 
 
@@ -843,6 +846,8 @@ def main() -> None:
                                            "run in a scratch database, dropped afterwards)")
     parser.add_argument("--redis", help="REDIS_URL to use ('none': the in-process store); "
                                         "default: a private redis-server")
+    parser.add_argument("--refused-logins", type=int, default=10_000,
+                        help="logins of the refused-login flood (bench/refused.py)")
     parser.add_argument("--only", choices=("table", "latency"),
                         help="run only the table against the bare endpoint, or only the "
                              "latency scenario (default: both)")

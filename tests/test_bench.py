@@ -67,11 +67,12 @@ def test_latency_scenario_prints_every_row(tmp_path):
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (make bench installs it)")
 def test_table_prints_the_login_logs_cost(tmp_path):
     """bench/run.py's table, tiny (no timing asserted), ends with the login log's cost: the
-    logins with and without a login's login-log and session rows, with numbers."""
+    logins with and without a login's login-log and session rows, with numbers; then the
+    database statements of a flood of refused logins (one write per address and minute)."""
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "table",
-                             "--duration", "1", "--repeat", "1"], cwd=ROOT,
-                            env=environment(tmp_path), capture_output=True, text=True,
-                            timeout=300)
+                             "--duration", "1", "--repeat", "1", "--refused-logins", "1000"],
+                            cwd=ROOT, env=environment(tmp_path), capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "the login log's cost" in result.stdout, result.stdout
     cost = result.stdout.split("the login log's cost", 1)[1]
