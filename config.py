@@ -196,7 +196,7 @@ class Config:
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False  # no cookies: mini-programs send a Bearer header
 
-    # --- Abuse limits (wxauth.web.ratelimit; counters in Redis when REDIS_URL is set) ---------
+    # --- Abuse limits (wxauth.infra.ratelimit; counters in Redis when REDIS_URL is set) ---------
     # Per client address. Mobile carriers put many users behind one address: keep it generous.
     LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "60 per minute")
 
@@ -591,7 +591,7 @@ def redis_url(value: str) -> str:
 
 
 def _redis(cfg: MutableMapping[str, Any]) -> None:
-    """The login rate limit counts with the rest of the shared state (wxauth.web.ratelimit)."""
+    """The login rate limit counts with the rest of the shared state (wxauth.infra.ratelimit)."""
     storage = redis_url(cfg["REDIS_URL"]) if cfg.get("REDIS_URL") else "memory://"
     cfg.setdefault("RATELIMIT_STORAGE_URI", storage)
 

@@ -82,12 +82,13 @@ def main() -> None:
 
 def print_costs(count: int) -> None:
     import jwt as pyjwt
+    import limits
     from werkzeug.test import EnvironBuilder, run_wsgi_app
 
     from bare import app as bare_app
     from wsgi import app
     from wxauth.services import login, login_log, programs, sessions
-    from wxauth.web import ratelimit
+    from wxauth.infra import ratelimit
     from wxauth.extensions import db
     from wxauth.web.logs import access_log
     from wxauth.web.schemas import LoginResultSchema
@@ -178,6 +179,8 @@ def print_costs(count: int) -> None:
                 "remote_addr": "127.0.0.1"}))))
 
     logged_in = login.LoginResult(user, False, None, False)  # the parts' user and program
+    window = ratelimit.Window(limits.parse("1/second"), 1, time.time())
+    allowed = ratelimit.Verdict(True, window, [])  # a hit allowed, nothing to write
 
     def answer_code(code: str) -> Code2SessionResult:  # what the stand-in answers, no HTTP
         openid = openid_for(code)
@@ -207,7 +210,7 @@ def print_costs(count: int) -> None:
         "the refresh token":
             lambda: [mock.patch.object(sessions, "create_refresh_token", lambda **kw: "-")],
         "the rate-limit check":
-            lambda: [mock.patch.object(ratelimit.RateLimit, "hit", lambda self, address: {})],
+            lambda: [mock.patch.object(ratelimit.RateLimit, "hit", lambda self, *args: allowed)],
     }
     each = list(layers.values())
     layers["all of the above"] = lambda: [patch for make in each for patch in make()]

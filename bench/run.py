@@ -20,6 +20,8 @@ plus TCP connections opened to the stand-in per 1,000 logins, peak RSS per worke
 CPU time (user + system) the workers spent per request, for wxauth and for the bare endpoint.
 Then what the login log costs: the logins again, alternating with the same app without a
 login's login-log and session rows (bench/without_login_log.py) on the same database.
+Last, the database statements a flood of refused logins costs (bench/refused.py, per 10,000
+refusals).
 
 The latency scenario, on a wxauth server of its own (WECHAT_TIMEOUT and WECHAT_DEADLINE
 --wechat-timeout, 30 s): logins (new users, returning users) with --latency-connections (256)
@@ -33,6 +35,7 @@ and socket errors), the ratio to the zero-delay reference, the targets and wheth
     .venv/bin/python bench/run.py [--workers 2] [--duration 8] [--repeat 3] [--connections 16]
                                    [--postgres postgresql+psycopg://postgres@127.0.0.1/test]
                                    [--redis redis://…/0 | --redis none] [--only table|latency]
+                                   [--refused-logins 10000]
                                    [--wechat-delay 100] [--latency-connections 256]
                                    [--burst-delay 300] [--burst-connections 1024]
 
@@ -462,7 +465,16 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
         row["rss"] = max(rss) if rss else float("nan")
     rows += login_log_cost(label, env, args, tmp, procs, base, workers)
     procs.stop_one(master)
+    rows.append({"title": label, "refused": refused_statements(env, args.refused_logins)})
     return rows
+
+
+def refused_statements(env: dict, logins: int) -> dict:
+    """bench/refused.py on the (migrated) database of `env`: the database statements of
+    `logins` refused logins."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "refused.py"), str(logins)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
 
 
 def login_log_cost(label: str, env: dict, args, tmp: Path, procs: Processes, base: str,
@@ -827,7 +839,8 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
     print(header)
     print("-" * len(header))
     cost_rows = [r for r in rows if r.get("login_log")]
-    rows = [r for r in rows if not r.get("login_log")]
+    refused_rows = [r for r in rows if "refused" in r]
+    rows = [r for r in rows if not r.get("login_log") and "refused" not in r]
     for r in rows:
         conns = f"{r['conns_per_1000']:.1f}" if "conns_per_1000" in r else "-"
         print(f"{r['title']:48} {r['rps']:8.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
@@ -844,6 +857,12 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
             print(f"\n{r['title']}: {r['note']}")
     if cost_rows:
         print_login_log_cost(cost_rows)
+    for r in refused_rows:  # (bench/refused.py)
+        counted = r["refused"]
+        print(f"\ndatabase statements per 10,000 refused logins (100 addresses, one minute, "
+              f"the rows written after it included) [{r['title']}]: "
+              f"{10_000 * counted['statements'] / counted['refused']:.0f}, of which "
+              f"{10_000 * counted['writes'] / counted['refused']:.0f} writes")
 
 
 def print_login_log_cost(rows: list[dict]) -> None:
@@ -872,6 +891,8 @@ def main() -> None:
                                            "run in a scratch database, dropped afterwards)")
     parser.add_argument("--redis", help="REDIS_URL to use ('none': the in-process store); "
                                         "default: a private redis-server")
+    parser.add_argument("--refused-logins", type=int, default=10_000,
+                        help="logins of the refused-login flood (bench/refused.py)")
     parser.add_argument("--only", choices=("table", "latency"),
                         help="run only the table against the bare endpoint, or only the "
                              "latency scenario (default: both)")

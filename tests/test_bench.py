@@ -67,11 +67,12 @@ def test_latency_scenario_prints_every_row(tmp_path):
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (make bench installs it)")
 def test_table_prints_the_login_logs_cost(tmp_path):
     """bench/run.py's table, tiny (no timing asserted), ends with the login log's cost: the
-    logins with and without a login's login-log and session rows, with numbers."""
+    logins with and without a login's login-log and session rows, with numbers; then the
+    database statements of a flood of refused logins (one write per address and minute)."""
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "table",
-                             "--duration", "1", "--repeat", "1"], cwd=ROOT,
-                            env=environment(tmp_path), capture_output=True, text=True,
-                            timeout=300)
+                             "--duration", "1", "--repeat", "1", "--refused-logins", "1000"],
+                            cwd=ROOT, env=environment(tmp_path), capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "the login log's cost" in result.stdout, result.stdout
     cost = result.stdout.split("the login log's cost", 1)[1]
@@ -80,3 +81,7 @@ def test_table_prints_the_login_logs_cost(tmp_path):
         # req/s with and without, the change, CPU µs with and without, the difference, errors
         pattern = rf"^{row}\s+\d+\s+\d+\s+[+-]\d+\.\d%\s+\d+\s+\d+\s+[+-]\d+\s+0$"
         assert re.search(pattern, cost, re.M), (row, result.stdout)
+    # and what a flood of refused logins costs the database: a write per address and minute
+    refused = re.search(r"^database statements per 10,000 refused logins .*\[sqlite\]: "
+                        r"(\d+), of which (\d+) writes$", result.stdout, re.M)
+    assert refused and int(refused[2]) <= 100, result.stdout

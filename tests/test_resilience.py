@@ -162,8 +162,9 @@ def redis_server():
 
 def test_redis_down_sessions_are_served_from_the_database(live, redis_server, capsys):
     """Redis killed: GET /profile, GET /auth/sessions, refresh and logout answer as usual (the
-    database is the one truth for sessions), fast, with no traceback; /healthz says degraded
-    (200). A used refresh token and a logged-out token stay refused; Redis back: ok again."""
+    database is the one truth for sessions), fast, with no traceback; a login too (under the
+    per-process rate limit: tests/test_ratelimit.py); /healthz says degraded (200). A used
+    refresh token and a logged-out token stay refused; Redis back: ok again."""
     server = live(REDIS_URL=redis_server.url, REDIS_TIMEOUT=1.0)
     body = server.login("o-redis")
     other = server.login("o-redis")
@@ -179,6 +180,7 @@ def test_redis_down_sessions_are_served_from_the_database(live, redis_server, ca
     assert_problem(server.get("/profile", token=renewed["access_token"]), 401, "token_revoked")
     assert server.post("/auth/logout", token=other["access_token"]).status_code == 204
     assert_problem(server.get("/profile", token=other["access_token"]), 401, "token_revoked")
+    assert server.login("o-redis-down")["access_token"]
     health = server.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "degraded"
     no_traceback(logged(capsys))

@@ -29,7 +29,7 @@ from .web.body import ReadableBody
 from .web.logs import configure_logging
 from .web.metrics import configure_metrics
 from .web.proxy import TrustedProxyFix
-from .web.ratelimit import RateLimit
+from .infra.ratelimit import RateLimit
 
 _EMULATOR_BASE = "http://wechat-emulator.internal"  # in-process transport, no socket
 MIGRATIONS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "migrations"))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .infra.media import Storage
     from .infra.store import SharedStore
     from .services.programs import MiniProgram
-    from .web.ratelimit import RateLimit
+    from .infra.ratelimit import RateLimit
     from .wechat.client import Guard
     from .wechat.emulator import Emulator
 

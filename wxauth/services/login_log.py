@@ -9,9 +9,16 @@
   an answer into a 500.
 - Refused logins of a flood (429 ``rate_limited``, before the request's body is read, so no
   appid) are counted, not written one by one: one row per (client address, minute), ``at``
-  the minute's start, whose ``count`` grows by one per refusal (`count_rate_limited`). The
-  shared store's per-minute counter picks the refusal that INSERTs the row; the others
-  UPDATE its count.
+  the minute's start, ``count`` its refusals, ``user_agent`` the first's. The rate limit
+  counts them in its store (Redis, or the process) and hands each minute out once it has
+  ended (`wxauth.infra.ratelimit`, the refusal book) to the next login, anywhere, which
+  INSERTs its row with the final count (`write_rate_limited`): one write per address and
+  minute, however big the flood; no write during the minute. So a minute's row appears with
+  the first login after it (plus a few seconds), or when `prune` runs, which first writes
+  every minute still in the book (the current one too: a later refusal in that minute
+  then makes a second row for it). While Redis is down each worker books its own refusals:
+  a row per worker for that address and minute, their counts adding up. Counts lost: those
+  of a worker that dies with its in-process book, or a write that fails (logged).
 - `prune` deletes what is older than ``LOGIN_LOG_RETENTION_DAYS``; `latest` reads a user's
   latest rows.
 """
@@ -23,12 +30,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import is_database_outage, problem_code
 from ..extensions import db
-from ..infra.store import StoreUnavailable
+from ..infra.ratelimit import Refusals
 from ..models import LoginEvent, LoginSession, User, utcnow
 from ..state import state
 
@@ -98,27 +105,20 @@ def record_failure(appid: str | None, client: Client, exc: BaseException,
                     type(error).__name__)
 
 
-def count_rate_limited(client: Client) -> None:
-    """Count one login refused by the rate limit (see the module docstring); never raises."""
-    now = utcnow()
-    minute = now.replace(second=0, microsecond=0)
+def write_rate_limited(refusals: list[Refusals]) -> None:
+    """INSERT the rows of these closed minutes' refusals (see the module docstring), in one
+    statement and a transaction of its own; never raises."""
+    if not refusals:
+        return
     try:
-        seen = state().store.incr(f"loginlog:limited:{client.address}:{minute:%Y%m%d%H%M}",
-                                  ttl=120)
-        updated = 0
-        if seen > 1:
-            table = LoginEvent.__table__
-            updated = db.session.execute(
-                update(table).where(table.c.outcome == "rate_limited", table.c.at == minute,
-                                    table.c.client_address.is_not_distinct_from(client.address))
-                .values(count=table.c.count + 1)).rowcount
-        if not updated:  # the first of the minute (or its row is not committed yet)
-            db.session.execute(insert_event_stmt(),
-                               _row(minute, None, None, client, "rate_limited"))
+        db.session.execute(insert_event_stmt(), [
+            _row(refused.minute, None, None, Client(refused.address, refused.user_agent),
+                 "rate_limited", count=refused.count) for refused in refusals])
         db.session.commit()
-    except (SQLAlchemyError, StoreUnavailable) as error:
+    except SQLAlchemyError as error:
         db.session.rollback()
-        log.warning("login log: a rate-limited login was not counted: %s", type(error).__name__)
+        log.warning("login log: %d rate-limited logins were not recorded: %s",
+                    sum(refused.count for refused in refusals), type(error).__name__)
 
 
 def latest(user_ids: list[int], limit: int | None = 20) -> list[LoginEvent]:
@@ -132,11 +132,13 @@ def latest(user_ids: list[int], limit: int | None = 20) -> list[LoginEvent]:
 def prune(days: int, refresh_lifetime: int) -> tuple[int, int]:
     """Delete the login-log rows older than `days`, and the sessions that ended, or expired
     (last used more than `refresh_lifetime` seconds before), more than `days` ago; in batches
-    of `PRUNE_BATCH` rows, a transaction each.
+    of `PRUNE_BATCH` rows, a transaction each. Writes the rate limit's refusals not written
+    yet first (`write_rate_limited`).
 
     Returns:
         (login-log rows deleted, sessions deleted).
     """
+    write_rate_limited(state().login_rate_limit.flush())
     cutoff = utcnow() - timedelta(days=days)
     events = _delete_in_batches(LoginEvent, LoginEvent.at < cutoff)
     expired = cutoff - timedelta(seconds=refresh_lifetime)

@@ -23,13 +23,9 @@ def client() -> login_log.Client:
     return login_log.Client(request.remote_addr, request.headers.get("User-Agent"))
 
 
-def _count_refused() -> None:
-    login_log.count_rate_limited(client())
-
-
 @blp.route("/login", methods=["POST"])
 @blp.doc(operationId="login")
-@limited("login_rate_limit", _count_refused)  # counted before the body is parsed
+@limited("login_rate_limit", login_log.write_rate_limited)  # before the body is parsed
 @blp.arguments(LoginSchema)
 @blp.response(200, LoginResultSchema)
 @documents_problems(blp, *LOGIN_PROBLEMS)
