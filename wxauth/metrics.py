@@ -50,10 +50,6 @@ CIRCUIT_STATE = Gauge(
     "(the highest among the live workers)", multiprocess_mode="livemax")
 CIRCUIT_OPENED = Counter(
     "wxauth_wechat_circuit_opened", "Times the WeChat circuit breaker opened")
-STORE_FALLBACKS = Counter(
-    "wxauth_store_fallbacks_total",
-    "Operations served by a per-process fallback because the shared store (Redis) failed",
-    ["use"])
 
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
