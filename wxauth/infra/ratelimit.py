@@ -237,8 +237,8 @@ class RateLimit:
 
     Args:
         limits: limits' notation, e.g. ``"60 per minute"`` or ``"10/second; 1000/day"``.
-        storage_uri: ``redis://…``, ``rediss://…``, ``redis+unix://…`` (shared) or
-            ``memory://`` (this process).
+        storage_uri: ``redis://…``, ``rediss://…``, ``redis+unix://…``,
+            ``redis+sentinel://…`` (shared) or ``memory://`` (this process).
         scope: names the counters: ``LIMITS:LIMITER/<key_prefix>/<address>/<scope>/…``.
         key_prefix: e.g. ``REDIS_PREFIX`` + ``"ratelimit"``.
         timeout: seconds to connect to Redis, per command and to wait for a connection.
@@ -255,8 +255,10 @@ class RateLimit:
         self.key_prefix = key_prefix
         self.local = MemoryWindows()
         self.shared: RedisWindows | None = None
-        if storage_uri.startswith(("redis://", "rediss://", "redis+unix://")):
-            # redis+unix:// is limits' name for redis-py's unix://
+        if storage_uri.startswith(("redis://", "rediss://", "redis+unix://",
+                                   "redis+sentinel://")):
+            # redis+unix:// is limits' name for redis-py's unix://; redis_pool follows the
+            # master a redis+sentinel:// URL's sentinels name
             self.shared = RedisWindows(storage_uri.replace("redis+unix://", "unix://", 1),
                                        f"{key_prefix}/{scope}/refused/", timeout=timeout,
                                        max_connections=max_connections)
