@@ -2,13 +2,15 @@
 #             (`make run HOST=0.0.0.0` listens on the LAN, for a phone or DevTools elsewhere)
 # `make test`: the architecture contracts (.importlinter), the whole test suite (SQLite; more
 #              databases with TEST_DATABASE_URLS; the /docs browser test when chromium is
-#              installed), then the mini-program helper's and the OpenAPI document's tests
-#              with node when node and npm are installed
+#              installed) in parallel, one pytest-xdist worker per core (PYTEST_WORKERS=0:
+#              in one process; PYTEST_ARGS are passed on), then the mini-program helper's and
+#              the OpenAPI document's tests with node when node and npm are installed
 # `make messages`: extract the translatable strings, update and compile the Chinese catalogue
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 5000
 HOST   ?= 127.0.0.1
+PYTEST_WORKERS ?= auto
 BIN     = $(VENV)/bin
 NODE_TEST = miniprogram/test
 
@@ -30,7 +32,7 @@ run: install .env
 
 test: install
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory node-deps && \
 		echo "--- mini-program helper and OpenAPI document (node --test) ---" && \

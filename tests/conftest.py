@@ -3,12 +3,17 @@
 - `emulator` (session): the WeChat emulator WSGI app served on 127.0.0.1 by Werkzeug,
   accepting two mini-programs (APPID, OTHER_APPID).
 - `app`: `create_app()` in testing mode on a fresh, Flask-Migrate-migrated database,
-  pointed at the emulator. SQLite always; in modules marked ``databases`` also each server
-  of TEST_DATABASE_URLS (tests/services.py), in a scratch database of this run's own.
+  pointed at the emulator. SQLite always (a copy of `migrated_sqlite`, the file that
+  `flask_migrate.upgrade()` migrated once per run, as migrating each test's would be
+  slow); in modules marked ``databases`` also each server of TEST_DATABASE_URLS
+  (tests/services.py), in a scratch database of this run's own, migrated for each test.
 - `redis_url`: TEST_REDIS_URL with a key prefix of this test's own (skips without it,
   fails under CI=true).
 - `server`: that app served on 127.0.0.1 (threaded) and a small HTTP client for it.
 - `client`, `runner`: Flask's test client and CLI runner, as in the Flask tutorial.
+
+Under pytest-xdist (`make test` runs ``-n auto``) every worker process has its own session
+fixtures (emulator, template database, scratch databases), temporary folders and ports.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import logging
 import secrets
+from pathlib import Path
 
 import flask_migrate
 import pytest
@@ -26,7 +33,7 @@ import pytest
 import services
 from helpers import (APPID, ERASURE_KEY, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET,
                      SESSION_KEY_ENCRYPTION_KEY, EmulatorHandle, LiveServer, ServerClient,
-                     environment, test_config)
+                     checkpoint, copy_database, environment, test_config)
 from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.state import state
@@ -35,6 +42,8 @@ from wxauth.wechat.emulator import Emulator
 def pytest_configure(config):
     config.addinivalue_line("markers", "databases: run on SQLite and every TEST_DATABASE_URLS server")
     config.addinivalue_line("markers", "redis: needs TEST_REDIS_URL")
+    config.addinivalue_line("markers", "xdist_group(name): under pytest-xdist's --dist "
+                            "loadgroup, run on one worker with the rest of the group")
 
 
 def pytest_sessionstart(session):
@@ -55,6 +64,18 @@ def pytest_generate_tests(metafunc):
         if metafunc.definition.get_closest_marker("databases"):
             backends += list(services.database_urls())
         metafunc.parametrize("database_backend", backends, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def no_closed_log_streams():
+    """After each test, drop root handlers whose stream is closed: Flask-Migrate's
+    migrations/env.py installs a console handler on the sys.stderr of the moment, capsys's
+    when a test migrates in its body; later log lines (a server thread's) would fail on it."""
+    yield
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +117,7 @@ def redis_url(request):
 def redis_prefix():
     """A key prefix of this test's own; its keys are deleted afterwards."""
     import redis as redis_lib
-    prefix = f"wxauth-test:{os.getpid()}:{secrets.token_hex(4)}:"
+    prefix = f"wxauth-test:{services.worker()}:{os.getpid()}:{secrets.token_hex(4)}:"
     yield prefix
     url = os.environ.get("TEST_REDIS_URL")
     if url:
@@ -125,11 +146,35 @@ def app_config(tmp_path, emulator, monkeypatch, database_backend) -> dict[str, A
     return config
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory, emulator) -> Path:
+    """A SQLite file that `flask_migrate.upgrade()` migrated to head, once per run (per
+    xdist worker); `copy_database` gives a test its own copy. Read-only: copy it."""
+    folder = tmp_path_factory.mktemp("migrated")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level  # alembic's env.py configures logging: undone
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WXAUTH_INSTANCE_PATH", str(folder / "instance"))
+        template = create_app(test_config(folder, emulator.url))
+        with template.app_context():
+            flask_migrate.upgrade()
+            db.engine.dispose()
+    root.handlers[:], root.level = saved
+    for program in state(template).programs.values():
+        program.client.close()
+    checkpoint(folder / "test.db")
+    return folder / "test.db"
+
+
 @pytest.fixture
-def app(app_config):
+def app(app_config, tmp_path, migrated_sqlite):
+    fresh_sqlite = f"sqlite:///{tmp_path / 'test.db'}"
+    copied = (app_config["SQLALCHEMY_DATABASE_URI"] == fresh_sqlite
+              and copy_database(migrated_sqlite, tmp_path / "test.db"))
     app = create_app(app_config)
-    with app.app_context():
-        flask_migrate.upgrade()
+    if not copied:  # a server's scratch database, or a test's own SQLite file
+        with app.app_context():
+            flask_migrate.upgrade()
     yield app
     with app.app_context():
         db.session.remove()

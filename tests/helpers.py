@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,10 +34,13 @@ ERASURE_KEY = secrets.token_urlsafe(48)
 class LiveServer:
     """A WSGI app served on 127.0.0.1:<free port> from a background thread."""
 
+    POLL = 0.02  # seconds: how soon serve_forever sees stop() (its default 0.5 s is per test)
+
     def __init__(self, wsgi_app):
         self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(self.POLL,),
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -118,6 +123,25 @@ def test_config(tmp_path, emulator_url: str, **overrides: Any) -> dict[str, Any]
 
 
 test_config.__test__ = False  # not a test, despite the name
+
+
+def checkpoint(database: Path) -> None:
+    """Move a closed SQLite file's write-ahead log into the file itself (to copy the file)."""
+    conn = sqlite3.connect(database)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def copy_database(migrated: Path, target: Path) -> bool:
+    """Copy the SQLite file `migrated` (checkpointed, e.g. conftest's `migrated_sqlite`) to
+    `target`: a fresh database, already migrated. False (nothing copied) when `target`
+    exists already."""
+    if target.exists():
+        return False
+    shutil.copyfile(migrated, target)
+    return True
 
 
 def assert_problem(response, status: int, code: str) -> dict[str, Any]:
