@@ -4,7 +4,8 @@
 #              databases with TEST_DATABASE_URLS; the /docs browser test when chromium is
 #              installed) in parallel, one pytest-xdist worker per core (PYTEST_WORKERS=0:
 #              in one process; PYTEST_ARGS are passed on), then the mini-program helper's and
-#              the OpenAPI document's tests with node when node and npm are installed
+#              the OpenAPI document's tests with node (a file per core at once) when node
+#              and npm are installed
 # `make messages`: extract the translatable strings, update and compile the Chinese catalogue
 PYTHON ?= python3
 VENV   ?= .venv
@@ -36,7 +37,8 @@ test: install
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory node-deps && \
 		echo "--- mini-program helper and OpenAPI document (node --test) ---" && \
-		WXAUTH_PYTHON="$(abspath $(BIN))/python" node --test --test-reporter=spec miniprogram/test/*.test.js; \
+		WXAUTH_PYTHON="$(abspath $(BIN))/python" node --test --test-concurrency=$$(nproc) \
+			--test-reporter=spec miniprogram/test/*.test.js; \
 	elif [ -n "$$REQUIRE_NODE" ]; then \
 		echo "node and npm are required for the mini-program tests (REQUIRE_NODE is set)"; exit 1; \
 	else \

@@ -46,6 +46,13 @@ def pytest_configure(config):
                             "loadgroup, run on one worker with the rest of the group")
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that start production processes (gunicorn, flask: the `production_env` fixture),
+    the slowest, first (else in collection order): under xdist they spread over the workers
+    instead of ending the run on one while the others wait."""
+    items.sort(key=lambda item: "production_env" not in getattr(item, "fixturenames", ()))
+
+
 def pytest_sessionstart(session):
     """Probe the optional services once; under CI=true a silent one stops the run."""
     session.config.wxauth_services = {}
