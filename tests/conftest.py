@@ -19,11 +19,11 @@ fixtures (emulator, template database, scratch databases), temporary folders and
 from __future__ import annotations
 
 import isolation  # noqa: F401  (first: blanks the settings before config reads .env)
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
-import logging
 import secrets
 from pathlib import Path
 
