@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 from cryptography.fernet import Fernet
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from isolation import PROCESS_SETTINGS, SETTINGS
 from wxauth.wechat.emulator import Emulator
@@ -31,13 +31,20 @@ SESSION_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
 ERASURE_KEY = secrets.token_urlsafe(48)
 
 
+class _UnloggedRequests(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
 class LiveServer:
-    """A WSGI app served on 127.0.0.1:<free port> from a background thread."""
+    """A WSGI app served on 127.0.0.1:<free port> from a background thread; with
+    ``log_requests=False`` werkzeug writes no line per request."""
 
     POLL = 0.02  # seconds: how soon serve_forever sees stop() (its default 0.5 s is per test)
 
-    def __init__(self, wsgi_app):
-        self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    def __init__(self, wsgi_app, *, log_requests: bool = True):
+        self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True,
+                                   request_handler=None if log_requests else _UnloggedRequests)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(self.POLL,),
                                         daemon=True)
