@@ -2,13 +2,16 @@
 #             (`make run HOST=0.0.0.0` listens on the LAN, for a phone or DevTools elsewhere)
 # `make test`: the architecture contracts (.importlinter), the whole test suite (SQLite; more
 #              databases with TEST_DATABASE_URLS; the /docs browser test when chromium is
-#              installed), then the mini-program helper's and the OpenAPI document's tests
-#              with node when node and npm are installed
+#              installed) in parallel, one pytest-xdist worker per core (PYTEST_WORKERS=0:
+#              in one process; PYTEST_ARGS are passed on), and alongside it the mini-program
+#              helper's and the OpenAPI document's tests with node (a file per core at once;
+#              their output follows pytest's) when node and npm are installed
 # `make messages`: extract the translatable strings, update and compile the Chinese catalogue
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 5000
 HOST   ?= 127.0.0.1
+PYTEST_WORKERS ?= auto
 BIN     = $(VENV)/bin
 NODE_TEST = miniprogram/test
 
@@ -30,16 +33,24 @@ run: install .env
 
 test: install
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
-		$(MAKE) --no-print-directory node-deps && \
-		echo "--- mini-program helper and OpenAPI document (node --test) ---" && \
-		WXAUTH_PYTHON="$(abspath $(BIN))/python" node --test --test-reporter=spec miniprogram/test/*.test.js; \
+	@node_log=$$(mktemp) && node_pid= && \
+	if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory node-deps || exit 1; \
+		WXAUTH_PYTHON="$(abspath $(BIN))/python" node --test --test-concurrency=$$(nproc) \
+			--test-reporter=spec miniprogram/test/*.test.js >$$node_log 2>&1 & node_pid=$$!; \
 	elif [ -n "$$REQUIRE_NODE" ]; then \
 		echo "node and npm are required for the mini-program tests (REQUIRE_NODE is set)"; exit 1; \
 	else \
 		echo "*** node or npm not found: SKIPPING the mini-program tests (miniprogram/test) ***"; \
-	fi
+	fi; \
+	echo "$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)"; \
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); status=$$?; \
+	if [ -n "$$node_pid" ]; then \
+		wait $$node_pid; node_status=$$?; \
+		echo "--- mini-program helper and OpenAPI document (node --test, run alongside pytest) ---"; \
+		cat $$node_log; [ $$status -ne 0 ] || status=$$node_status; \
+	fi; \
+	rm -f $$node_log; exit $$status
 
 # the node tests' own packages (ajv for the OpenAPI test), exactly as locked
 node-deps: $(NODE_TEST)/node_modules/.installed

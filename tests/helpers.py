@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,7 +17,7 @@ from typing import Any
 
 import requests
 from cryptography.fernet import Fernet
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from isolation import PROCESS_SETTINGS, SETTINGS
 from wxauth.wechat.emulator import Emulator
@@ -29,13 +31,23 @@ SESSION_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
 ERASURE_KEY = secrets.token_urlsafe(48)
 
 
-class LiveServer:
-    """A WSGI app served on 127.0.0.1:<free port> from a background thread."""
+class _UnloggedRequests(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
-    def __init__(self, wsgi_app):
-        self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+
+class LiveServer:
+    """A WSGI app served on 127.0.0.1:<free port> from a background thread; with
+    ``log_requests=False`` werkzeug writes no line per request."""
+
+    POLL = 0.02  # seconds: how soon serve_forever sees stop() (its default 0.5 s is per test)
+
+    def __init__(self, wsgi_app, *, log_requests: bool = True):
+        self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True,
+                                   request_handler=None if log_requests else _UnloggedRequests)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(self.POLL,),
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -118,6 +130,25 @@ def test_config(tmp_path, emulator_url: str, **overrides: Any) -> dict[str, Any]
 
 
 test_config.__test__ = False  # not a test, despite the name
+
+
+def checkpoint(database: Path) -> None:
+    """Move a closed SQLite file's write-ahead log into the file itself (to copy the file)."""
+    conn = sqlite3.connect(database)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def copy_database(migrated: Path, target: Path) -> bool:
+    """Copy the SQLite file `migrated` (checkpointed, e.g. conftest's `migrated_sqlite`) to
+    `target`: a fresh database, already migrated. False (nothing copied) when `target`
+    exists already."""
+    if target.exists():
+        return False
+    shutil.copyfile(migrated, target)
+    return True
 
 
 def assert_problem(response, status: int, code: str) -> dict[str, Any]:

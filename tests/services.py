@@ -18,6 +18,11 @@ from sqlalchemy.engine import make_url
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def worker() -> str:
+    """This pytest-xdist worker's id ("gw0", "gw1", ...), "main" without xdist."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
 def database_urls() -> dict[str, str]:
     """backend label → admin URL, from TEST_DATABASE_URLS (comma-separated)."""
     urls = {}
@@ -56,11 +61,12 @@ def _connect_timeout(url: str) -> dict:
 
 
 class ScratchDatabase:
-    """A database of this run's own on a server: created on enter, dropped on exit."""
+    """A database of this run's (this xdist worker's) own on a server, named
+    ``wxauth_t_<worker>_<pid>_<random>``: created by `create()`, dropped by `drop()`."""
 
     def __init__(self, admin_url: str):
         self.admin_url = make_url(admin_url)
-        self.name = f"wxauth_t_{os.getpid()}_{secrets.token_hex(3)}"
+        self.name = f"wxauth_t_{worker()}_{os.getpid()}_{secrets.token_hex(3)}"
         self.url = self.admin_url.set(database=self.name).render_as_string(hide_password=False)
         self.backend = self.admin_url.get_backend_name()
 

@@ -151,7 +151,9 @@ def test_gunicorn_conf_reads_the_environment(production_env, redis_url):
 
 
 def test_ci_fails_instead_of_skipping_when_a_service_is_down(tmp_path):
-    env = dict(os.environ, CI="true", TEST_REDIS_URL="",
+    # (the conftest is under test, not pytest's plugins: hypothesis', schemathesis' and
+    # xdist's loading would take most of each run)
+    env = dict(os.environ, CI="true", TEST_REDIS_URL="", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
                TEST_DATABASE_URLS=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "tests/test_migrations.py"], cwd=ROOT, env=env,

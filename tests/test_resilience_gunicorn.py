@@ -22,9 +22,14 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 import requests
 
 from helpers import Process, free_port, run
+
+# Each test loads a 2-worker gunicorn with dozens of concurrent clients and times answers
+# (under `make test`'s xdist: the three run one after another on one worker).
+pytestmark = pytest.mark.xdist_group("gunicorn-under-load")
 
 # Logins by the hundred from one address: the per-client login limit is not under test here.
 LOGIN_LIMIT = "100000 per minute"
