@@ -20,6 +20,7 @@ def test_costs_script_prints_every_request_and_part(tmp_path):
     assert result.returncode == 0, result.stderr
     figures = dict(re.findall(r"^(\S.*?)\s{2,}(\d+)$", result.stdout, re.M))
     for title in ("bare Flask JSON endpoint (the reference)", "GET /profile",
+                  "POST /auth/refresh (rotation)",
                   "POST /profile (encryptedData, unchanged data)",
                   "POST /auth/login, returning user (pool of 500)", "POST /auth/login, new user",
                   "code2Session call (urllib3, pooled, loopback stand-in)",
@@ -75,7 +76,11 @@ def test_table_prints_the_login_logs_cost(tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "the login log's cost" in result.stdout, result.stdout
-    cost = result.stdout.split("the login log's cost", 1)[1]
+    table, cost = result.stdout.split("the login log's cost", 1)
+    # the refresh row: every refresh token used once, none refused (a chain per connection)
+    refresh = re.search(r"^POST /auth/refresh \(rotation\) \[sqlite\]\s+(\d+)\s+\S+\s+\S+\s+(\d+)\s",
+                        table, re.M)
+    assert refresh and int(refresh[1]) > 0 and refresh[2] == "0", table
     for row in (r"POST /auth/login \(new users\) \[sqlite\]",
                 r"POST /auth/login \(returning, pool of 500\) \[sqlite\]"):
         # req/s with and without, the change, CPU µs with and without, the difference, errors
