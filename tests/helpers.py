@@ -18,6 +18,7 @@ from typing import Any
 import requests
 from cryptography.fernet import Fernet
 from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wsgi import ClosingIterator
 
 from isolation import PROCESS_SETTINGS, SETTINGS
 from wxauth.wechat.emulator import Emulator
@@ -41,18 +42,43 @@ class LiveServer:
     ``log_requests=False`` werkzeug writes no line per request."""
 
     POLL = 0.02  # seconds: how soon serve_forever sees stop() (its default 0.5 s is per test)
+    DRAIN = 15  # seconds stop() waits at most for the requests still being answered
 
     def __init__(self, wsgi_app, *, log_requests: bool = True):
-        self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True,
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        self._server = make_server("127.0.0.1", 0, self._counting(wsgi_app), threaded=True,
                                    request_handler=None if log_requests else _UnloggedRequests)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(self.POLL,),
                                         daemon=True)
         self._thread.start()
 
+    def _counting(self, wsgi_app):
+        """`wsgi_app`, counting the requests being answered (until their body is closed)."""
+        def done() -> None:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+        def counted(environ, start_response):
+            with self._idle:
+                self._in_flight += 1
+            try:
+                return ClosingIterator(wsgi_app(environ, start_response), done)
+            except BaseException:
+                done()
+                raise
+        return counted
+
     def stop(self) -> None:
+        """Stop accepting, then wait (DRAIN s at most) for the requests in flight: werkzeug's
+        request threads are daemons nobody joins, and one a test left waiting (on a delayed
+        WeChat answer, say) would otherwise write into the next test's tables."""
         self._server.shutdown()
         self._server.server_close()
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=self.DRAIN)
 
 
 class EmulatorHandle:
