@@ -3,7 +3,7 @@
 - While the circuit breaker is open, the refused calls (503 wechat_unavailable at once) log
   nothing above INFO: the breaker logs one WARNING per state change (opened, half-open,
   closed) and the metrics count the rest. Before, every refused call logged an ERROR line
-  (about 1,500 in 20 s). Real gunicorn (gevent workers, JSON logs) in front of a relay to the
+  (about 1,500 in 20 s; 8 s of them here). Real gunicorn (gevent workers, JSON logs) in front of a relay to the
   emulator that stalls.
 - 504 wechat_timeout carries Retry-After (3 s, `wxauth.wechat.client.WeChatTimeout`).
 """
@@ -21,7 +21,7 @@ from test_logs import json_lines
 from test_metrics import METRICS_TOKEN, scrape, value
 from test_resilience_gunicorn import login, start_gunicorn, worker_pids
 
-FAILURES, COOLDOWN, REFUSING = 3, 25.0, 20.0  # breaker settings; seconds of refused calls
+FAILURES, COOLDOWN, REFUSING = 3, 14.0, 8.0  # breaker settings; seconds of refused calls
 STATES = {"opened": "open", "half-open": "half-open", "closed": "closed"}
 
 
@@ -115,7 +115,7 @@ def test_an_open_breaker_logs_its_state_changes_not_each_refused_call(production
               if quiet_from <= datetime.fromisoformat(r["time"]) <= quiet_until]
     changes = _state_changes(records)
     loud_during = _loud(during)
-    assert refusing >= 15, refusing
+    assert refusing >= REFUSING - 2, refusing
     assert set(refused) == {(503, "wechat_unavailable", True)}, refused
     assert sum(refused.values()) >= 200, refused
     assert len(during) >= sum(refused.values())  # (an access line each, at INFO)
