@@ -16,7 +16,7 @@ import requests
 from prometheus_client import REGISTRY
 
 from faults import PrivateRedis, Relay
-from helpers import APPID, SECRET, emulator_post, emulator_stats
+from helpers import APPID, SECRET, emulator_post, emulator_stats, free_port
 from test_metrics import METRICS_TOKEN, scrape, value
 from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
 from test_sentinel import redis_server_binary  # noqa: F401  (fixture)
@@ -150,3 +150,16 @@ def test_check_session_key_keeps_working_while_redis_is_down(production_env, own
     output = server.output()
     assert 1 <= output.count(WARNING) <= 2, output
     assert "Traceback" not in output, output
+
+
+def test_the_token_command_says_the_store_does_not_answer(app_config, request):
+    """`flask wechat token` and `flask apps list` while Redis refuses: each app's line says
+    the shared store does not answer (and that processes fetch their own), exit status 0,
+    instead of a traceback."""
+    app_config.update(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_TIMEOUT=0.5)
+    runner = request.getfixturevalue("app").test_cli_runner()
+    for args in (["wechat", "token"], ["apps", "list"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        assert "the shared store does not answer" in result.output, (args, result.output)
+        assert "getStableAccessToken" in result.output

@@ -318,7 +318,11 @@ def _post_emulator(url: str, path: str, body: dict) -> dict:
 
 
 def _token_state(program) -> str:
-    status = program.tokens.status()
+    try:
+        status = program.tokens.status()
+    except program.tokens.store.unavailable as exc:
+        return (f"unknown: the shared store does not answer ({exc}); meanwhile each "
+                "process fetches its own (getStableAccessToken)")
     if status is None:
         return "no access_token cached (the next server API call fetches one)"
     return (f"{status['kind']} access_token, fetched {status['age']} s ago, "

@@ -198,7 +198,7 @@ class AccessTokenManager:
 
     def status(self) -> dict[str, Any] | None:
         """``{"kind", "age" (s), "expires_in" (s)}`` of the cached token, None when none;
-        never the token itself."""
+        never the token itself. Raises the store's `unavailable` when it does not answer."""
         _, entry = self._cached()
         if entry is None:
             return None
