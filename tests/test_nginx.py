@@ -33,6 +33,7 @@ from services import IN_CI
 from wxauth.errors import PROBLEM_TYPE_BASE, PROBLEMS
 
 SITE = ROOT / "deploy" / "nginx" / "wxauth.conf"
+PROTECT = ROOT / "deploy" / "nginx" / "wxauth-protect.conf"
 UNIT = ROOT / "deploy" / "systemd" / "wxauth.service"
 ENV_EXAMPLE = ROOT / "deploy" / "systemd" / "env.example"
 INSTALL_DIR = "/srv/wxauth"  # the unit's paths, replaced by this checkout in the tests
@@ -120,9 +121,11 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 class Nginx:
     """A private nginx: the shipped site with the test's ports, certificate, upstream and
-    folders, included from a minimal nginx.conf, in the foreground."""
+    folders, included from a minimal nginx.conf, in the foreground; with `protected_port`,
+    also deploy/nginx/wxauth-protect.conf in front of a service on that port."""
 
-    def __init__(self, binary: str, root: Path, *, upstream_port: int, media_root: Path):
+    def __init__(self, binary: str, root: Path, *, upstream_port: int, media_root: Path,
+                 protected_port: int | None = None):
         self.root = root
         self.http_port, self.https_port = free_port(), free_port()
         self.logs = root / "logs"
@@ -138,6 +141,13 @@ class Nginx:
             ("alias /var/lib/wxauth/media/;", f"alias {media_root}/;"),
             ("/var/log/nginx/", f"{self.logs}/"),
         ], SITE)
+        if protected_port is not None:  # deploy/nginx/wxauth-protect.conf in front of it
+            service = f"proxy_pass http://127.0.0.1:{protected_port};"
+            snippet = substitute(PROTECT.read_text(),
+                                 [("proxy_pass http://127.0.0.1:9000;", service)], PROTECT)
+            (root / "wxauth-protect.conf").write_text(snippet)
+            include = f"    include {root}/wxauth-protect.conf;\n\n    location / {{\n"
+            site = substitute(site, [("    location / {\n", include)], SITE)
         (root / "wxauth.conf").write_text(site)
         temp = "\n".join(f"    {kind}_temp_path {root / kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))

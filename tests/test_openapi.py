@@ -25,6 +25,7 @@ OPERATION_IDS = {
     ("get", "/auth/session"): "getSessionState",
     ("get", "/auth/sessions"): "listSessions",
     ("delete", "/auth/sessions/{session_id}"): "endSession",
+    ("get", "/auth/verify"): "verifyToken",
     ("get", "/profile"): "getProfile",
     ("post", "/profile"): "updateProfileFromEncryptedData",
     ("patch", "/profile"): "updateProfile",

@@ -79,6 +79,35 @@ def logout():
     return ""
 
 
+# the identity headers of GET /auth/verify (nginx `auth_request_set` reads them)
+IDENTITY_HEADERS = {
+    "X-Wxauth-Openid": "The user's openid in the mini-program.",
+    "X-Wxauth-Appid": "The mini-program's appid.",
+    "X-Wxauth-Unionid": "The user's unionid; empty when WeChat gave none.",
+    "X-Wxauth-Account-Id": "The person's account id (one per unionid), decimal.",
+    "X-Wxauth-Session-Id": "The token's session (GET /auth/sessions), 32 hex digits.",
+}
+
+
+@blp.route("/verify", methods=["GET"])
+@blp.doc(operationId="verifyToken")
+@login_required(blp)
+@blp.response(204, headers={name: {"description": text, "schema": {"type": "string"}}
+                            for name, text in IDENTITY_HEADERS.items()})
+def verify():
+    """Check the Bearer access token for a gateway (nginx auth_request).
+
+    204 with the caller's identity in ``X-Wxauth-*`` headers when the token is valid, with
+    the checks of every protected view (signature, expiry, its session not ended, the user
+    not deleted or disabled), so a logout, kick or disable shows at the next request.
+    Otherwise the 401 problem with ``WWW-Authenticate: Bearer error="invalid_token"`` (403
+    ``user_disabled`` for a disabled user). deploy/nginx/wxauth-protect.conf puts it in
+    front of a team's own service."""
+    user, claims = current_user(), current_claims()
+    values = (user.openid, user.appid, user.unionid or "", str(user.account_id), claims["fam"])
+    return "", 204, dict(zip(IDENTITY_HEADERS, values))
+
+
 @blp.route("/sessions", methods=["GET"])
 @blp.doc(operationId="listSessions")
 @login_required(blp)

@@ -65,13 +65,26 @@ def login_required(blp, *problems: str, refresh: bool = False, verify_type: bool
 
         @functools.wraps(documented)
         def wrapper(*args, **kwargs):
-            authenticate(refresh=refresh, verify_type=verify_type,
-                         with_session_key=with_session_key)
+            try:
+                authenticate(refresh=refresh, verify_type=verify_type,
+                             with_session_key=with_session_key)
+            except Problem as exc:
+                if exc.kind.status == 401:  # RFC 6750 §3
+                    exc.headers.setdefault("WWW-Authenticate", _challenge(exc.kind.code))
+                raise
             return documented(*args, **kwargs)
 
         return wrapper
 
     return decorator
+
+
+def _challenge(code: str) -> str:
+    """The ``WWW-Authenticate`` value of a 401 answer `code` (RFC 6750 §3: no error code
+    when the request carried no token)."""
+    if code == "authorization_required":
+        return 'Bearer realm="wxauth"'
+    return 'Bearer error="invalid_token"'
 
 
 def authenticate(*, refresh: bool = False, verify_type: bool = True,
