@@ -12,7 +12,8 @@ this machine's speed drifts, so medians are printed), and prints two tables.
 The table: requests/s, p50/p99 latency, errors and the ratio to the bare endpoint for
 
 - POST /auth/login, new users (every code a new openid) and returning users (a pool of 500);
-- GET /profile with a valid token (the per-request user and session query); POST
+- GET /profile with a valid token (the per-request user and session query); GET
+  /auth/verify with it (what a gateway's auth_request costs per request); POST
   /auth/refresh, each token used once (a chain per connection: every answer's refresh
   token is the connection's next); POST /profile with a valid encryptedData;
 
@@ -136,6 +137,7 @@ wrk.body = '%(body)s'
 SCENARIOS = [("POST /auth/login (new users)", "login_new", "/auth/login"),
              ("POST /auth/login (returning, pool of 500)", "login_returning", "/auth/login"),
              ("GET /profile", "profile_get", "/profile"),
+             ("GET /auth/verify (nginx auth_request)", "profile_get", "/auth/verify"),
              ("POST /auth/refresh (rotation)", "refresh", "/auth/refresh"),
              ("POST /profile (encryptedData)", "profile_post", "/profile")]
 

@@ -77,10 +77,11 @@ def test_table_prints_the_login_logs_cost(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "the login log's cost" in result.stdout, result.stdout
     table, cost = result.stdout.split("the login log's cost", 1)
-    # the refresh row: every refresh token used once, none refused (a chain per connection)
-    refresh = re.search(r"^POST /auth/refresh \(rotation\) \[sqlite\]\s+(\d+)\s+\S+\s+\S+\s+(\d+)\s",
-                        table, re.M)
-    assert refresh and int(refresh[1]) > 0 and refresh[2] == "0", table
+    # the refresh row: every refresh token used once, none refused (a chain per connection);
+    # the gateway's check: every answer a 204
+    for row in (r"POST /auth/refresh \(rotation\)", r"GET /auth/verify \(nginx auth_request\)"):
+        found = re.search(rf"^{row} \[sqlite\]\s+(\d+)\s+\S+\s+\S+\s+(\d+)\s", table, re.M)
+        assert found and int(found[1]) > 0 and found[2] == "0", (row, table)
     for row in (r"POST /auth/login \(new users\) \[sqlite\]",
                 r"POST /auth/login \(returning, pool of 500\) \[sqlite\]"):
         # req/s with and without, the change, CPU µs with and without, the difference, errors
