@@ -27,7 +27,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  # fail too, as on a machine without network
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 OPERATIONS = {"POST /auth/login", "POST /auth/refresh", "POST /auth/logout",
-              "GET /auth/sessions", "DELETE /auth/sessions/{session_id}",
+              "GET /auth/verify", "GET /auth/sessions", "DELETE /auth/sessions/{session_id}",
               "GET /auth/session", "GET /profile", "POST /profile", "PATCH /profile",
               "DELETE /profile", "GET /profile/export",
               "POST /profile/phone", "POST /profile/avatar", "GET /healthz"}

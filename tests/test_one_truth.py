@@ -21,6 +21,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+import services
 from faults import PrivateRedis
 from helpers import assert_problem
 from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
@@ -33,10 +34,17 @@ pytestmark = pytest.mark.databases
 
 @pytest.fixture
 def database_env(production_env, database_backend):
-    """production_env on the test's database (SQLite, or a scratch PostgreSQL/MariaDB)."""
+    """production_env on the test's database (SQLite, or a scratch PostgreSQL/MariaDB, whose
+    tables are dropped afterwards: the run's next test on it migrates it from scratch)."""
     if database_backend == "sqlite":
-        return production_env
-    return dict(production_env, DATABASE_URL=database_backend.url)
+        yield production_env
+        return
+    yield dict(production_env, DATABASE_URL=database_backend.url)
+    engine = sa.create_engine(database_backend.url)
+    try:
+        services.reset_schema(engine)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
