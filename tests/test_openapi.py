@@ -33,6 +33,7 @@ OPERATION_IDS = {
     ("delete", "/profile"): "deleteAccount",
     ("get", "/profile/export"): "exportPersonalData",
     ("get", "/healthz"): "getHealth",
+    ("post", "/oauth/introspect"): "introspectToken",
 }
 
 
