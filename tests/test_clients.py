@@ -1,6 +1,7 @@
-"""Service clients (issue 23, points 3 and 4): ``flask clients add/list/remove``, HTTP Basic
-client authentication (logged and rate-limited when it fails) and RFC 7662 introspection
-(``POST /oauth/introspect``), over real HTTP against tokens minted by real logins."""
+"""Service clients (issue 23, points 3, 4 and 6): ``flask clients add/list/remove``, HTTP
+Basic client authentication (logged and rate-limited when it fails), RFC 7662 introspection
+(``POST /oauth/introspect``) and WeChat's access_token for services
+(``GET /oauth/wechat/access_token``), over real HTTP against tokens minted by real logins."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from helpers import JWT_KEY, assert_problem
+from helpers import APPID, JWT_KEY, OTHER_APPID, assert_problem, emulator_stats
 from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
 from test_sessions_gunicorn import call, flask, log_in
 from wxauth.extensions import db
 from wxauth.models import ServiceClient
 from wxauth.redaction import redact
+from wxauth.state import state
 
 pytestmark = pytest.mark.databases
 
@@ -257,3 +259,38 @@ def test_a_logout_shows_inactive_on_the_other_instance_at_once(production_env, e
     logs = a.output() + b.output()
     assert "/oauth/introspect" in logs  # (access lines were written)
     assert credentials[1] not in logs and "Basic " not in logs
+
+
+def test_wechat_access_token_for_services(app, server, runner, emulator, caplog):
+    """Point 6: the token the server keeps, fetched once, never refreshed by force; scope
+    wechat_token required; unknown_app; the token in no log line."""
+    caplog.set_level(logging.DEBUG)
+    pusher = add_client(runner, "pusher", "wechat_token")
+    introspector = add_client(runner, "gateway", "introspect")
+
+    def fetches() -> int:
+        stats = emulator_stats(emulator.url)
+        return stats["token_fetches"] + stats["stable_token_fetches"]
+
+    before = fetches()
+    first = server.get("/oauth/wechat/access_token", auth=pusher)
+    assert first.status_code == 200, first.text
+    assert first.headers["Cache-Control"] == "no-store"
+    body = first.json()
+    assert set(body) == {"access_token", "expires_in"} and 0 < body["expires_in"] <= 7200
+    assert fetches() == before + 1  # none was cached in this fresh app
+    with app.app_context():
+        assert body["access_token"] == state(app).programs[APPID].tokens.get()
+    for query in ({}, {"appid": APPID}):  # no fetch while one is cached
+        again = server.get("/oauth/wechat/access_token", params=query, auth=pusher)
+        assert again.json()["access_token"] == body["access_token"]
+        assert again.json()["expires_in"] <= body["expires_in"]
+    assert fetches() == before + 1
+
+    refused = server.get("/oauth/wechat/access_token", auth=introspector)
+    assert_problem(refused, 401, "invalid_client")
+    assert refused.headers["WWW-Authenticate"] == 'Basic realm="wxauth"'
+    assert_problem(server.get("/oauth/wechat/access_token"), 401, "invalid_client")
+    assert_problem(server.get("/oauth/wechat/access_token", params={"appid": OTHER_APPID},
+                              auth=pusher), 400, "unknown_app")
+    assert body["access_token"] not in caplog.text

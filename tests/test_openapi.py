@@ -34,6 +34,7 @@ OPERATION_IDS = {
     ("get", "/profile/export"): "exportPersonalData",
     ("get", "/healthz"): "getHealth",
     ("post", "/oauth/introspect"): "introspectToken",
+    ("get", "/oauth/wechat/access_token"): "getWeChatAccessToken",
 }
 
 

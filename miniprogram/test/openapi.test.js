@@ -222,6 +222,14 @@ test('real requests and answers validate against their schemas, every schema onc
   assert.equal((await call('POST', '/oauth/introspect', {
     basic: [client[0], 'wrong'], urlencoded: { token } })).status, 401);
 
+  // a service client with scope wechat_token gets the server's WeChat access_token
+  const pusher = server.flask('clients', 'add', `push-${process.pid}`, '--scope', 'wechat_token');
+  const pusherCredentials = [/^client_id\s+(\S+)$/m, /^secret\s+(\S+)$/m].map((re) => pusher.match(re)[1]);
+  const wechatToken = await call('GET', '/oauth/wechat/access_token', { basic: pusherCredentials });
+  assert.equal(wechatToken.status, 200);
+  assert.ok(wechatToken.data.expires_in > 0);
+  assert.equal((await call('GET', '/oauth/wechat/access_token', { basic: client })).status, 401);
+
   const confirm = (await emulatorPost(server.emulatorUrl, '/dev/code', { openid })).code;
   assert.equal((await call('DELETE', '/profile', { token: again.data.access_token, body: { code: confirm } })).status, 204);
 

@@ -33,7 +33,7 @@ from ..extensions import db
 from ..i18n import _l
 from ..models import ServiceClient
 from ..state import state
-from . import sessions
+from . import programs, sessions
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +168,17 @@ def introspect(claims: dict[str, Any]) -> dict[str, Any]:
     if issuer:
         answer["iss"] = issuer
     return answer
+
+
+def wechat_access_token(appid: str | None) -> dict[str, Any]:
+    """``{"access_token", "expires_in" (whole seconds left)}``: WeChat's access_token of
+    mini-program `appid` (the only one when None and one is served), from the server's cache
+    (`programs.MiniProgram.access_token`): no fetch when one is cached, never a forced
+    refresh. Never logged.
+
+    Raises:
+        Problem(unknown_app) for an appid not served; Problem(invalid_request) when `appid`
+        is None and several are; the WeChat errors and LockTimeout of a fetch.
+    """
+    token, expires_in = programs.get(appid).access_token()
+    return {"access_token": token, "expires_in": expires_in}

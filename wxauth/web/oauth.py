@@ -12,10 +12,11 @@ import functools
 
 from flask import request
 
-from ..errors import Problem, documents_problems
+from ..errors import WECHAT_CODES, Problem, documents_problems
 from ..services import clients
 from .ratelimit import failures_limited
-from .schemas import Blueprint, IntrospectionRequestSchema, IntrospectionSchema
+from .schemas import (Blueprint, IntrospectionRequestSchema, IntrospectionSchema,
+                      WeChatTokenRequestSchema, WeChatTokenSchema)
 from .security import verified_claims
 
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
@@ -86,3 +87,21 @@ def introspect(args):
     except Problem:
         return dict(clients.INACTIVE)
     return clients.introspect(claims)
+
+
+@blp.route("/wechat/access_token", methods=["GET"])
+@blp.doc(operationId="getWeChatAccessToken")
+@client_required(blp, "wechat_token", "invalid_request", "unknown_app", *WECHAT_CODES)
+@blp.arguments(WeChatTokenRequestSchema, location="query")
+@blp.response(200, WeChatTokenSchema)
+def wechat_access_token(args):
+    """WeChat's access_token of a mini-program, for the team's services.
+
+    For services (client scope ``wechat_token``). The token this server already keeps (shared by its workers and instances): no fetch from
+    WeChat when one is cached, never a forced refresh, so no other service needs the
+    AppSecret or fetches its own (which, with the classic endpoint, would invalidate ours).
+    ``appid`` may be left out when the server serves one mini-program; 400 ``unknown_app``
+    for one it does not serve. ``expires_in``: seconds left; ask again when it runs out or
+    WeChat answers 40001/42001.
+    """
+    return clients.wechat_access_token(args.get("appid"))

@@ -398,3 +398,15 @@ class IntrospectionSchema(ma.Schema):
     unionid = fields.String(allow_none=True)
     account_id = fields.Integer(metadata={
         "description": "the person across the company's mini-programs (one per unionid)"})
+
+
+class WeChatTokenRequestSchema(ma.Schema):
+    appid = fields.String(validate=[validate.Length(min=1, max=32), _PRINTABLE], metadata={
+        "description": "which mini-program; may be left out when the server serves one"})
+
+
+class WeChatTokenSchema(ma.Schema):
+    access_token = fields.String(required=True, metadata={
+        "description": "WeChat's access_token of the mini-program (the server's cached one)"})
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds it has left",
+                                                          "example": 6900})
