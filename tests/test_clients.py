@@ -188,9 +188,13 @@ def test_client_authentication_failures_are_401_and_logged(server, runner, caplo
     assert_problem(introspect(server, introspector, token), 401, "invalid_client")
 
 
-@pytest.fixture
-def strict_limit(app_config):
+@pytest.fixture(params=["memory", "redis"])
+def strict_limit(request, app_config):
+    """A limit of 3 failures a minute, counted in this process or in Redis (TEST_REDIS_URL)."""
     app_config["CLIENT_AUTH_RATE_LIMIT"] = "3 per minute"
+    if request.param == "redis":
+        app_config.update(REDIS_URL=request.getfixturevalue("redis_url"),
+                          REDIS_PREFIX=request.getfixturevalue("redis_prefix"))
     return app_config
 
 
@@ -209,6 +213,11 @@ def test_only_failures_count_and_beyond_the_limit_429(strict_limit, server, runn
         assert_problem(refused, 429, "rate_limited")
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
         assert refused.headers["Cache-Control"] == "no-store"
+    if strict_limit.get("REDIS_URL"):  # counted in Redis, shared by every worker
+        import redis
+        prefix = strict_limit["REDIS_PREFIX"]
+        assert redis.Redis.from_url(strict_limit["REDIS_URL"]).keys(
+            f"*{prefix}ratelimit/127.0.0.1/client_auth/*")
 
 
 def test_redaction_hides_basic_credentials():
