@@ -18,7 +18,7 @@ from helpers import APPID, JWT_KEY, OTHER_APPID, assert_problem, emulator_stats
 from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
 from test_sessions_gunicorn import call, flask, log_in
 from wxauth.extensions import db
-from wxauth.models import ServiceClient
+from wxauth.models import LoginSession, ServiceClient
 from wxauth.redaction import redact
 from wxauth.state import state
 
@@ -117,7 +117,7 @@ def resigned(token: str, key: str, **changes) -> str:
     return jwt.encode({**claims, **changes}, key, algorithm="HS256")
 
 
-def test_tokens_not_live_are_inactive_and_nothing_else(server, runner):
+def test_tokens_not_live_are_inactive_and_nothing_else(app, server, runner):
     credentials = add_client(runner, "gateway", "introspect")
     live = server.login("o-inactive")
     now = int(time.time())
@@ -145,6 +145,14 @@ def test_tokens_not_live_are_inactive_and_nothing_else(server, runner):
 
     fresh = refreshed.json()
     assert introspect(server, credentials, fresh["access_token"]).json()["active"] is True
+    upgraded = server.login("o-inactive")  # a session from before refresh_jti existed
+    with app.app_context():
+        db.session.execute(sa.update(LoginSession).where(
+            LoginSession.id == jwt.decode(upgraded["access_token"], JWT_KEY,
+                                          algorithms=["HS256"])["fam"]).values(refresh_jti=None))
+        db.session.commit()
+    assert introspect(server, credentials, upgraded["refresh_token"]).json() == {"active": False}
+    assert introspect(server, credentials, upgraded["access_token"]).json()["active"] is True
     assert runner.invoke(args=["users", "disable", "o-inactive", "--reason", "abuse"]).exit_code == 0
     assert introspect(server, credentials, fresh["access_token"]).json() == {"active": False}
     assert runner.invoke(args=["users", "enable", "o-inactive"]).exit_code == 0

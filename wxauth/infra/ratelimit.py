@@ -1,6 +1,7 @@
-"""Fixed-window rate limits per client address (the login's ``LOGIN_RATE_LIMIT``), and the
-book of the refusals they answer, counted in Redis (shared by every worker and instance)
-or in this process.
+"""Fixed-window rate limits per client address (the login's ``LOGIN_RATE_LIMIT``, the
+service clients' failed authentications ``CLIENT_AUTH_RATE_LIMIT``: `RateLimit.exhausted`
+reads the counters without counting), and the book of the refusals they answer, counted in
+Redis (shared by every worker and instance) or in this process.
 
 `limits` parses the limits and names the counters; the counting is here, because limits 5.8
 offers neither of the two things the login needs:
