@@ -199,6 +199,10 @@ class Config:
     # --- Abuse limits (wxauth.infra.ratelimit; counters in Redis when REDIS_URL is set) ---------
     # Per client address. Mobile carriers put many users behind one address: keep it generous.
     LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "60 per minute")
+    # Failed service-client authentications (/oauth/…: wrong secret, unknown client, missing
+    # scope) per client address; once used up, that address is refused (429) until the
+    # window ends. Successful calls are not counted.
+    CLIENT_AUTH_RATE_LIMIT = env_str("CLIENT_AUTH_RATE_LIMIT", "10 per minute")
 
     # --- Sessions and the login log (wxauth.services.sessions, wxauth.services.login_log) -----
     # Live sessions (logins, one per device) a user may hold; a login beyond it ends the one
@@ -315,11 +319,12 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
         problems.append("METRICS_TOKEN is shorter than 16 characters: use a long random token, "
                         "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
-    try:
-        parse_many(cfg["LOGIN_RATE_LIMIT"])
-    except (ValueError, TypeError):
-        problems.append(f"LOGIN_RATE_LIMIT={cfg['LOGIN_RATE_LIMIT']!r} is malformed: write e.g. "
-                        "LOGIN_RATE_LIMIT='60 per minute' or '10/second; 1000/day'")
+    for name in ("LOGIN_RATE_LIMIT", "CLIENT_AUTH_RATE_LIMIT"):
+        try:
+            parse_many(cfg[name])
+        except (ValueError, TypeError):
+            problems.append(f"{name}={cfg[name]!r} is malformed: write e.g. "
+                            f"{name}='60 per minute' or '10/second; 1000/day'")
     cfg.setdefault("RATELIMIT_KEY_PREFIX", (cfg.get("REDIS_PREFIX") or "") + "ratelimit")
 
     try:

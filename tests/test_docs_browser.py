@@ -30,7 +30,8 @@ OPERATIONS = {"POST /auth/login", "POST /auth/refresh", "POST /auth/logout",
               "GET /auth/verify", "GET /auth/sessions", "DELETE /auth/sessions/{session_id}",
               "GET /auth/session", "GET /profile", "POST /profile", "PATCH /profile",
               "DELETE /profile", "GET /profile/export",
-              "POST /profile/phone", "POST /profile/avatar", "GET /healthz"}
+              "POST /profile/phone", "POST /profile/avatar", "GET /healthz",
+              "POST /oauth/introspect", "GET /oauth/wechat/access_token"}
 
 
 def _need(what: str) -> None:

@@ -34,6 +34,8 @@ OPERATION_IDS = {
     ("delete", "/profile"): "deleteAccount",
     ("get", "/profile/export"): "exportPersonalData",
     ("get", "/healthz"): "getHealth",
+    ("post", "/oauth/introspect"): "introspectToken",
+    ("get", "/oauth/wechat/access_token"): "getWeChatAccessToken",
 }
 
 

@@ -70,7 +70,7 @@ def create_app(settings: Mapping[str, Any] | object | None = None) -> Flask:
 
 def register_state(app: Flask) -> None:
     """The app state (`wxauth.state.AppState`): the session_key cipher, the shared store
-    (Redis or in-process), the login rate limit (counted there too), media storage; request
+    (Redis or in-process), the login and client-authentication rate limits (counted there too), media storage; request
     bodies that cannot be read answer 400 (`web.body`); behind proxies, trusted
     X-Forwarded-*."""
     cfg = app.config
@@ -81,6 +81,10 @@ def register_state(app: Flask) -> None:
         login_rate_limit=RateLimit(cfg["LOGIN_RATE_LIMIT"], cfg["RATELIMIT_STORAGE_URI"],
                                    "login", cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"],
                                    cfg["REDIS_MAX_CONNECTIONS"]),
+        client_auth_rate_limit=RateLimit(cfg["CLIENT_AUTH_RATE_LIMIT"],
+                                         cfg["RATELIMIT_STORAGE_URI"], "client_auth",
+                                         cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"],
+                                         cfg["REDIS_MAX_CONNECTIONS"]),
         media=LocalStorage(cfg["MEDIA_ROOT"]))
     app.wsgi_app = ReadableBody(app.wsgi_app)  # an unreadable body is a 400
     networks = cfg["TRUSTED_PROXY_NETWORKS"]
@@ -96,6 +100,8 @@ def register_extensions(app: Flask) -> None:
     api.init_app(app)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    api.spec.components.security_scheme(  # service clients (client_id:secret), /oauth/…
+        "basicAuth", {"type": "http", "scheme": "basic"})
     with app.app_context():
         database.tune(db.engine, app.config["DB_STATEMENT_TIMEOUT"]
                       if app.config["DB_CLIENT_DEADLINE"] else None)
@@ -149,11 +155,13 @@ def register_blueprints(app: Flask) -> None:
     from .web.auth import blp as auth_blp
     from .web.docs import register_docs
     from .web.health import blp as health_blp
+    from .web.oauth import blp as oauth_blp
     from .web.profile import blp as profile_blp
 
     api.register_blueprint(auth_blp)
     api.register_blueprint(profile_blp)
     api.register_blueprint(health_blp)
+    api.register_blueprint(oauth_blp)
     register_docs(app)
 
     @app.get("/media/<path:name>")
@@ -163,7 +171,7 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from .commands import accounts_cli, apps_cli, logs_cli, users_cli, wechat_cli
+    from .commands import accounts_cli, apps_cli, clients_cli, logs_cli, users_cli, wechat_cli
 
-    for group in (users_cli, accounts_cli, apps_cli, wechat_cli, logs_cli):
+    for group in (users_cli, accounts_cli, apps_cli, wechat_cli, logs_cli, clients_cli):
         app.cli.add_command(group)

@@ -1,4 +1,4 @@
-"""Flask CLI commands: ``flask --app wsgi users …`` and ``flask --app wsgi wechat …``."""
+"""Flask CLI commands: ``flask --app wsgi users …``, ``… wechat …``, ``… clients …`` etc."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .errors import Problem
 from .extensions import db
 from .infra.cipher import SessionKeyCipher
 from .models import Account, User
-from .services import login_log, programs, rights, sessions, users
+from .services import clients, login_log, programs, rights, sessions, users
 from .state import EMULATOR_MOUNT, state
 from .web.schemas import ProfileSchema
 from .wechat import jsontext
@@ -28,6 +28,7 @@ accounts_cli = AppGroup("accounts", help="People across the company's mini-progr
 apps_cli = AppGroup("apps", help="The mini-programs this server serves.")
 wechat_cli = AppGroup("wechat", help="The built-in WeChat emulator.")
 logs_cli = AppGroup("logs", help="The login log.")
+clients_cli = AppGroup("clients", help="Service clients of the /oauth endpoints.")
 
 
 def _fmt(value) -> str:
@@ -422,3 +423,41 @@ def wechat_encrypt(openid: str, data: str, appid: str | None, url: str | None) -
     body = {"openid": openid, "data": payload, **({"appid": appid} if appid else {})}
     click.echo(json.dumps(_post_emulator(_emulator_url(url), "/dev/encrypt", body),
                           ensure_ascii=False))
+
+
+@clients_cli.command("add")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              type=click.Choice(clients.SCOPES),
+              help="introspect: POST /oauth/introspect; wechat_token: GET "
+                   "/oauth/wechat/access_token. Repeat for both.")
+def clients_add(name: str, scopes: tuple[str, ...]) -> None:
+    """Create a service client; print its client_id and its secret, once.
+
+    Only the secret's argon2id hash is stored: keep the secret in the service's secret
+    store now (lost: remove the client and add it again)."""
+    try:
+        client, secret = clients.add(name, scopes)
+    except clients.ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"name       {client.name}\nscopes     {client.scopes}\n"
+               f"client_id  {client.client_id}\nsecret     {secret}\n\n"
+               "The secret is shown this once and stored only hashed: copy it now.")
+
+
+@clients_cli.command("list")
+def clients_list() -> None:
+    """List the service clients (never a secret or its hash)."""
+    rows = [[c.name, c.client_id, c.scopes, _fmt(c.created_at)] for c in clients.all_clients()]
+    click.echo(_table(["name", "client_id", "scopes", "created (UTC)"], rows))
+
+
+@clients_cli.command("remove")
+@click.argument("name")
+def clients_remove(name: str) -> None:
+    """Delete a service client: its next call is refused (401 invalid_client)."""
+    try:
+        client = clients.remove(name)
+    except clients.ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"removed client {client.name} ({client.client_id})")

@@ -149,6 +149,12 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(404, "session_not_found", _l("Session not found"),
                     _l("GET /auth/sessions lists the sessions that can be ended."),
                     detail=_l("No live session of yours has this id.")),
+        # service clients (HTTP Basic client_id:secret; services.clients, web.oauth)
+        ProblemKind(401, "invalid_client", _l("Client authentication failed"),
+                    _l("Send 'Authorization: Basic <base64(client_id:secret)>' of a client "
+                       "that `flask clients add` created with the scope this endpoint needs."),
+                    detail=_l("The client is unknown, its secret is wrong, or it lacks the "
+                              "scope this endpoint needs.")),
         # the person's own rights (services.rights)
         ProblemKind(403, "confirmation_mismatch", _l("Confirmation from another user"),
                     _l("Deleting an account needs a fresh wx.login code of the same user."),

@@ -255,3 +255,33 @@ class DeletedSubject(db.Model):
 
     def __repr__(self) -> str:
         return f"<DeletedSubject {self.id}>"
+
+
+class ServiceClient(db.Model):
+    """A service of the team allowed to call the ``/oauth`` endpoints (`services.clients`).
+
+    ``client_id``: its public id (``svc_`` and 24 hex digits), sent as the HTTP Basic user
+    name; ``secret_hash``: the argon2id hash (``$argon2id$…``) of its secret, which is shown
+    once by ``flask clients add`` and never stored. ``scopes``: the scopes it holds,
+    space-separated (``introspect``, ``wechat_token``).
+    """
+
+    __tablename__ = "service_clients"
+    __table_args__ = (UniqueConstraint("name", name="uq_service_clients_name"),
+                      UniqueConstraint("client_id", name="uq_service_clients_client_id"),
+                      UTF8MB4)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(32))
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def scope_list(self) -> list[str]:
+        """`scopes` as a list."""
+        return self.scopes.split()
+
+    def __repr__(self) -> str:
+        return f"<ServiceClient {self.name} {self.client_id}>"

@@ -12,12 +12,13 @@ import re
 from collections.abc import Iterable
 
 # Names whose values are secret, as query parameters (``secret=…``), JSON members
-# (``"session_key": "…"``) or headers (``Authorization: Bearer …``).
-SECRET_NAMES = (r"secret|appsecret|js_code|code|access_token|refresh_token|session_key|"
-                r"sessionkey|encrypteddata|encrypted_data|iv|signature|authorization|password")
+# (``"session_key": "…"``) or headers (``Authorization: Bearer …``, ``… Basic …``).
+SECRET_NAMES = (r"secret|appsecret|client_secret|js_code|code|access_token|refresh_token|"
+                r"session_key|sessionkey|encrypteddata|encrypted_data|iv|signature|"
+                r"authorization|password")
 
 _FIELDS = re.compile(
-    r"(?i)(\b(?:" + SECRET_NAMES + r")\b[\"']?\s*[:=]\s*[\"']?(?:Bearer\s+)?)"
+    r"(?i)(\b(?:" + SECRET_NAMES + r")\b[\"']?\s*[:=]\s*[\"']?(?:(?:Bearer|Basic)\s+)?)"
     r"[^\"'&\s,}\]]+")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 

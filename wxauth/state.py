@@ -2,7 +2,7 @@
 `state()`.
 
 Everything a request needs beyond ``app.config`` and the extensions lives here: the shared
-store, the login rate limit, media storage, the session_key cipher, the configured
+store, the login and client-authentication rate limits, media storage, the session_key cipher, the configured
 mini-programs and, in development, the built-in WeChat emulator.
 """
 
@@ -39,6 +39,11 @@ class AppState:
     emulator: Emulator | None = None  # development only
     # web.security: verified JWTs (encoded token → claims), per process
     verified_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # services.clients: failed service-client authentications per address (web.oauth)
+    client_auth_rate_limit: RateLimit | None = None
+    # services.clients: secrets verified (client_id → (its stored hash, SHA-256 of the
+    # secret)), per process, so argon2 runs once per client and secret, not per call
+    verified_clients: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
 def state(app: Flask | None = None) -> AppState:

@@ -74,12 +74,16 @@ function operation(method, path) {
 
 /** Send a request; check its JSON body against the documented request schema and the
  * answer against the documented response schema of its status. */
-async function call(method, path, { body, token, form, formInstance, template } = {}) {
+async function call(method, path, { body, token, form, formInstance, template, urlencoded, basic } = {}) {
   const op = operation(method, template || path); // template: the documented path, with {…}
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
+  if (basic) headers.Authorization = `Basic ${Buffer.from(basic.join(':')).toString('base64')}`;
   let payload;
-  if (form) {
+  if (urlencoded) { // a form-encoded body (URLSearchParams sets its Content-Type)
+    payload = new URLSearchParams(urlencoded);
+    check(op.requestBody.content['application/x-www-form-urlencoded'].schema, urlencoded, `${method} ${path} request`);
+  } else if (form) {
     payload = form;
     check(op.requestBody.content['multipart/form-data'].schema, formInstance, `${method} ${path} request`);
   } else if (body !== undefined) {
@@ -206,6 +210,26 @@ test('real requests and answers validate against their schemas, every schema onc
     ['ExportSession', exported.data.sessions[0]], ['ExportLoginEvent', exported.data.login_events[0]]]) {
     check({ $ref: `${REF}${name}` }, part, `GET /profile/export ${name}`);
   }
+  // a service client introspects a live token and a logged-out one (RFC 7662), and fails
+  const added = server.flask('clients', 'add', `svc-${process.pid}`, '--scope', 'introspect');
+  const client = [/^client_id\s+(\S+)$/m, /^secret\s+(\S+)$/m].map((re) => added.match(re)[1]);
+  const live = await call('POST', '/oauth/introspect', {
+    basic: client, urlencoded: { token: again.data.access_token, token_type_hint: 'access_token' } });
+  assert.equal(live.status, 200);
+  assert.equal(live.data.active, true);
+  const dead = await call('POST', '/oauth/introspect', { basic: client, urlencoded: { token: token } });
+  assert.deepEqual(dead.data, { active: false });
+  assert.equal((await call('POST', '/oauth/introspect', {
+    basic: [client[0], 'wrong'], urlencoded: { token } })).status, 401);
+
+  // a service client with scope wechat_token gets the server's WeChat access_token
+  const pusher = server.flask('clients', 'add', `push-${process.pid}`, '--scope', 'wechat_token');
+  const pusherCredentials = [/^client_id\s+(\S+)$/m, /^secret\s+(\S+)$/m].map((re) => pusher.match(re)[1]);
+  const wechatToken = await call('GET', '/oauth/wechat/access_token', { basic: pusherCredentials });
+  assert.equal(wechatToken.status, 200);
+  assert.ok(wechatToken.data.expires_in > 0);
+  assert.equal((await call('GET', '/oauth/wechat/access_token', { basic: client })).status, 401);
+
   const confirm = (await emulatorPost(server.emulatorUrl, '/dev/code', { openid })).code;
   assert.equal((await call('DELETE', '/profile', { token: again.data.access_token, body: { code: confirm } })).status, 204);
 

@@ -4,7 +4,7 @@
  */
 'use strict';
 
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -65,6 +65,12 @@ async function startServer(extraEnv = {}) {
     url,
     emulatorUrl: `${url}/_wechat`,
     output: () => output,
+    /** Run `flask --app wsgi …args` on the server's instance (database); its stdout. */
+    flask(...args) {
+      const run = spawnSync(py, ['-m', 'flask', '--app', 'wsgi', ...args], { cwd: ROOT, env, encoding: 'utf8' });
+      if (run.status !== 0) throw new Error(`flask ${args.join(' ')}: ${run.stderr}`);
+      return run.stdout;
+    },
     stop() {
       try { process.kill(-child.pid, 'SIGTERM'); } catch (e) { /* gone */ }
       fs.rmSync(instance, { recursive: true, force: true });

@@ -1,6 +1,7 @@
-"""Fixed-window rate limits per client address (the login's ``LOGIN_RATE_LIMIT``), and the
-book of the refusals they answer, counted in Redis (shared by every worker and instance)
-or in this process.
+"""Fixed-window rate limits per client address (the login's ``LOGIN_RATE_LIMIT``, the
+service clients' failed authentications ``CLIENT_AUTH_RATE_LIMIT``: `RateLimit.exhausted`
+reads the counters without counting), and the book of the refusals they answer, counted in
+Redis (shared by every worker and instance) or in this process.
 
 `limits` parses the limits and names the counters; the counting is here, because limits 5.8
 offers neither of the two things the login needs:
@@ -131,6 +132,15 @@ class MemoryWindows:
                 self._book_refusal(member, due_at, user_agent)
             return refused, counted, self._take(cutoff)
 
+    def peek(self, keys: list[str]) -> _Counted:
+        """(count, milliseconds to the window's end) of each counter of `keys`, counting
+        nothing: (0, 0) for a counter with no live window."""
+        now = time.monotonic()
+        with self._mutex:
+            found = [self._counters.get(key) for key in keys]
+            return [(c[0], int(1000 * (c[1] - now))) if c and c[1] > now else (0, 0)
+                    for c in found]
+
     def __len__(self) -> int:
         return len(self._counters)
 
@@ -210,7 +220,18 @@ class RedisWindows:
         self.due_key = book_prefix + "due"
         client = redis.Redis(connection_pool=redis_pool(
             url, timeout=timeout, max_connections=max_connections, decode_responses=True))
+        self._client = client
         self._script = client.register_script(HIT_SCRIPT)
+
+    def peek(self, keys: list[str]) -> _Counted:
+        """As `MemoryWindows.peek` (one round trip)."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        found = pipe.execute()
+        return [(int(found[i] or 0), int(found[i + 1])) if found[i] else (0, 0)
+                for i in range(0, len(found), 2)]
 
     def hit(self, counters: list[tuple[str, int, int]], member: str, due_at: float,
             user_agent: str | None, cutoff: float | str) -> tuple[int, _Counted, _Closed]:
@@ -274,8 +295,8 @@ class RateLimit:
         now = time.time()
         minute = int(now // 60) * 60
         member = (f"{datetime.fromtimestamp(minute, UTC):{MINUTE_FORMAT}}/{address}")
-        counters = [(f"LIMITS:{item.key_for(self.key_prefix, address, self.scope)}",
-                     item.amount, item.get_expiry()) for item in self.items]
+        counters = [(self._key(item, address), item.amount, item.get_expiry())
+                    for item in self.items]
         args = (counters, member, minute + 60 + GRACE_SECONDS, user_agent, now)
         result = None
         if self.shared is not None and now >= self._shared_again_at:
@@ -298,6 +319,29 @@ class RateLimit:
         else:  # and what this process booked while Redis was down
             closed = result[2] + self.local.take(now)
         return self._verdict(now, *result[:2], closed)
+
+    def exhausted(self, address: str) -> Window | None:
+        """The window of a limit `address` has used up (no hit left: the next `hit` is
+        refused), without counting anything; None while every limit allows one more hit.
+        For limits that count failures only: ask before the attempt, `hit` after a failure.
+        Never raises (Redis failing, this process's counters are read; `hit` logs it)."""
+        now = time.time()
+        keys = [self._key(item, address) for item in self.items]
+        counted = None
+        if self.shared is not None and now >= self._shared_again_at:
+            try:
+                counted = self.shared.peek(keys)
+            except self.shared.errors:
+                counted = None
+        if counted is None:
+            counted = self.local.peek(keys)
+        return next((Window(item, 0, now + max(0, ms) / 1000)
+                     for item, (count, ms) in zip(self.items, counted)
+                     if count >= item.amount), None)
+
+    def _key(self, item: RateLimitItem, address: str) -> str:
+        """The counter of limit `item` for `address` (limits' own key)."""
+        return f"LIMITS:{item.key_for(self.key_prefix, address, self.scope)}"
 
     def _verdict(self, now: float, refused: int, counted: _Counted,
                  closed: _Closed) -> Verdict:

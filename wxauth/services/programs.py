@@ -9,6 +9,7 @@ caller never handles the token (a refused token is fetched again once, see
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,14 @@ class MiniProgram:
         """getPhoneNumber for a phone button's ``code``; InvalidCode (40029) for a bad one."""
         _release_database()
         return self.tokens.call(lambda token: self.client.get_phone_number(token, code))
+
+    def access_token(self) -> tuple[str, int]:
+        """(WeChat's access_token, whole seconds it has left) from the cache the server
+        keeps, for the team's services (`services.clients.wechat_access_token`): fetched only
+        when no worker has one, never refreshed by force."""
+        _release_database()
+        entry = self.tokens.current()
+        return entry["token"], max(0, int(entry["expires_at"] - time.time()))
 
     def msg_sec_check(self, openid: str, content: str, scene: int = 1) -> str:
         """msgSecCheck v2: ``"pass"``, ``"review"`` or ``"risky"``."""

@@ -267,19 +267,23 @@ def check_version(user: User, payload: dict[str, Any]) -> None:
 
 @functools.cache
 def select_user_session_stmt(*, with_session_key: bool):
-    """`login.select_user_stmt` (``:appid``, ``:openid``) with the id and ``ended_at`` of the
-    user's session ``:fam`` (NULL when the user has no such session), in one statement."""
+    """`login.select_user_stmt` (``:appid``, ``:openid``) with the id, ``ended_at`` and
+    ``refresh_jti`` of the user's session ``:fam`` (NULL when the user has no such session),
+    in one statement."""
     session = LoginSession.__table__
     return (login.select_user_stmt(with_session_key=with_session_key)
-            .add_columns(session.c.id, session.c.ended_at)
+            .add_columns(session.c.id, session.c.ended_at, session.c.refresh_jti)
             .outerjoin(session, (session.c.id == bindparam("fam"))
                        & (session.c.user_id == User.id)))
 
 
-def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) -> User:
+def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False,
+                    current_refresh: bool = False) -> User:
     """The User a verified token names (``sub`` = openid, ``appid`` claim = the mini-program),
     after checking the token's session (``fam``) is still live: both in one query.
     `with_session_key`: its (deferred) session_key is loaded in the same query.
+    `current_refresh`: a refresh token must also be its session's current one (not used up
+    by a refresh, not from before the upgrade), as ``POST /auth/refresh`` would require.
 
     Raises:
         Problem(token_invalid) when the token names an app no longer configured;
@@ -296,12 +300,14 @@ def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False) 
                               "fam": payload.get("fam")}).one_or_none()
     if row is None:
         raise Problem("user_not_found", _l("The token's user no longer exists."))
-    user, session_id, ended_at = row
+    user, session_id, ended_at, refresh_jti = row
     if user.disabled:
         raise login.UserDisabled(user.id)
     check_version(user, payload)
     if session_id is None or ended_at is not None:
         raise Problem("token_revoked", _l("The token has been revoked (its session ended)."))
+    if current_refresh and payload.get("type") == "refresh" and payload.get("jti") != refresh_jti:
+        raise Problem("token_revoked", _l("This refresh token was already used."))
     return user
 
 

@@ -368,3 +368,45 @@ class ExportSchema(ma.Schema):
         "description": "every session (login, device), live or ended, newest first"})
     login_events = fields.List(fields.Nested(ExportLoginEventSchema), required=True, metadata={
         "description": "the login log's rows of the person, newest first"})
+
+
+class IntrospectionRequestSchema(ma.Schema):
+    """RFC 7662's request, form-encoded."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    token = fields.String(required=True, validate=[validate.Length(min=1, max=4096), _PRINTABLE],
+                          metadata={"description": "an access token or a refresh token"})
+    token_type_hint = fields.String(validate=[validate.Length(max=64), _PRINTABLE], metadata={
+        "description": "access_token or refresh_token: accepted and not needed (the token "
+                       "says which it is)"})
+
+
+class IntrospectionSchema(ma.Schema):
+    """RFC 7662's answer: ``{"active": false}`` alone for a token that is not live."""
+
+    active = fields.Boolean(required=True)
+    sub = fields.String(metadata={"description": "the user's openid in `appid`"})
+    appid = fields.String(metadata={"description": "the mini-program"})
+    sid = fields.String(metadata={"description": "the login session (GET /auth/sessions)"})
+    jti = fields.String(metadata={"description": "the token's id"})
+    exp = fields.Integer(metadata={"description": "expiry, seconds since the epoch"})
+    iat = fields.Integer(metadata={"description": "issued at, seconds since the epoch"})
+    iss = fields.String(metadata={"description": "the issuer, API_BASE_URL; absent when unset"})
+    token_type = fields.String(validate=validate.OneOf(["access", "refresh"]))
+    unionid = fields.String(allow_none=True)
+    account_id = fields.Integer(metadata={
+        "description": "the person across the company's mini-programs (one per unionid)"})
+
+
+class WeChatTokenRequestSchema(ma.Schema):
+    appid = fields.String(validate=[validate.Length(min=1, max=32), _PRINTABLE], metadata={
+        "description": "which mini-program; may be left out when the server serves one"})
+
+
+class WeChatTokenSchema(ma.Schema):
+    access_token = fields.String(required=True, metadata={
+        "description": "WeChat's access_token of the mini-program (the server's cached one)"})
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds it has left",
+                                                          "example": 6900})

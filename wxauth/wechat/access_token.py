@@ -101,10 +101,15 @@ class AccessTokenManager:
             (`wxauth.infra.store.LockTimeout`) when another worker's fetch holds the lock for
             longer than `lock_wait`.
         """
+        return self.current()["token"]
+
+    def current(self) -> dict[str, Any]:
+        """As `get`, the whole cache entry: ``{"token", "fetched_at", "expires_at"}`` (epoch
+        seconds; ``expires_at`` is WeChat's expiry) and ``"kind"``. Never a forced refresh."""
         failed_at = self._store_failed_at
         if failed_at is None or time.monotonic() - failed_at >= self.store_retry:
             try:
-                token = self._shared()
+                entry = self._shared()
             except self.store.unavailable as exc:
                 self._store_failed(exc)
             else:
@@ -112,37 +117,37 @@ class AccessTokenManager:
                     self._store_failed_at, self._own = None, None
                     log.info("the shared store answers again: the WeChat access_token of %s "
                              "is shared again", self.client.appid)
-                return token
+                return entry
         metrics.STORE_FALLBACKS.labels("access_token").inc()
         return self._own_token()
 
-    def _shared(self) -> str:
-        """The token of the shared store, fetched under its lock when it has none. Raises
+    def _shared(self) -> dict[str, Any]:
+        """The entry of the shared store, fetched under its lock when it has none. Raises
         the store's `unavailable` (a token fetched before the store failed is kept by this
         process)."""
         _, entry = self._cached()
         if entry:
-            return entry["token"]
+            return entry
         with self.store.lock(self.key, timeout=self.lock_timeout, wait=self.lock_wait):
             _, entry = self._cached()  # another worker may have fetched while we waited
             if entry:
-                return entry["token"]
+                return entry
             entry = self._fetch(self.stable)
             try:
                 self.store.set(self.key, json.dumps(entry), self._ttl(entry))
             except self.store.unavailable:
                 self._own = entry  # fetched: keep it rather than fetch again
                 raise
-            return entry["token"]
+            return entry
 
-    def _own_token(self) -> str:
+    def _own_token(self) -> dict[str, Any]:
         """This process's token (the store fails), fetched with getStableAccessToken when
         it has none or it is within `margin` of its expiry."""
         with self._own_lock:  # one fetch per process, not one per waiting request
             entry = self._own
             if entry is None or entry["fetched_at"] + self._ttl(entry) <= time.time():
                 entry = self._own = self._fetch(True)
-            return entry["token"]
+            return entry
 
     def _ttl(self, entry: dict[str, Any]) -> float:
         """Seconds to keep a fetched entry: its lifetime less `margin`, at least 1."""
