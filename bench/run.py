@@ -13,7 +13,8 @@ The table: requests/s, p50/p99 latency, errors and the ratio to the bare endpoin
 
 - POST /auth/login, new users (every code a new openid) and returning users (a pool of 500);
 - GET /profile with a valid token (the per-request user and session query); GET
-  /auth/verify with it (what a gateway's auth_request costs per request); POST
+  /auth/verify with it (what a gateway's auth_request costs per request) and POST
+  /oauth/introspect of it by a service client (HTTP Basic); POST
   /auth/refresh, each token used once (a chain per connection: every answer's refresh
   token is the connection's next); POST /profile with a valid encryptedData;
 
@@ -101,6 +102,12 @@ LUA = {
 wrk.method = "GET"
 wrk.headers["Authorization"] = "Bearer %(token)s"
 """,
+    "introspect": """
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Basic %(basic)s"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.body = "token=%(token)s"
+""",
     # each refresh token works once: a pool of the thread's tokens, a request takes one, a 200
     # gives back its new one (at most one request per connection is in flight)
     "refresh": """
@@ -138,6 +145,7 @@ SCENARIOS = [("POST /auth/login (new users)", "login_new", "/auth/login"),
              ("POST /auth/login (returning, pool of 500)", "login_returning", "/auth/login"),
              ("GET /profile", "profile_get", "/profile"),
              ("GET /auth/verify (nginx auth_request)", "profile_get", "/auth/verify"),
+             ("POST /oauth/introspect (service client)", "introspect", "/oauth/introspect"),
              ("POST /auth/refresh (rotation)", "refresh", "/auth/refresh"),
              ("POST /profile (encryptedData)", "profile_post", "/profile")]
 
@@ -342,6 +350,17 @@ def prepare_user(base: str) -> tuple[str, str]:
     return login.json()["access_token"], body
 
 
+def service_client(env: dict) -> str:
+    """A service client with scope introspect (`flask clients add`), as the Basic
+    credentials of its requests (base64 of ``client_id:secret``)."""
+    added = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "clients", "add",
+                            f"bench-{secrets.token_hex(4)}", "--scope", "introspect"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    fields = dict(line.split(None, 1) for line in added.stdout.splitlines()
+                  if line.startswith(("client_id ", "secret ")))
+    return base64.b64encode(f"{fields['client_id']}:{fields['secret']}".encode()).decode()
+
+
 def refresh_tokens(base: str, key: str, connections: int) -> dict:
     """For the refresh scenario (`key` "refresh"): two refresh tokens per connection (wrk
     may ask a connection's first request before an answer gives a token back), each of a
@@ -433,6 +452,7 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
                                       redis_url)}
     master, base = start_wxauth(f"wxauth-{label}", env, args, procs)
     token, body = prepare_user(base)
+    basic = service_client(env)
     workers, bare_workers = worker_pids(master.pid), worker_pids(bare_master)
     rows = []
     for title, key, path in SCENARIOS:
@@ -441,6 +461,7 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
             bare = measure(bare_url + "/json", LUA["bare"], args, tmp, bare_workers)
             before = requests.get(standin_url + "/stats", timeout=5).json()
             script = LUA[key] % {"token": token, "body": body, "run": secrets.token_hex(4),
+                                 "basic": basic,
                                  **refresh_tokens(base, key, args.connections)}
             standin_cpu = cpu_seconds([standin_pid])
             result = measure(base + path, script, args, tmp, workers)

@@ -78,8 +78,9 @@ def test_table_prints_the_login_logs_cost(tmp_path):
     assert "the login log's cost" in result.stdout, result.stdout
     table, cost = result.stdout.split("the login log's cost", 1)
     # the refresh row: every refresh token used once, none refused (a chain per connection);
-    # the gateway's check: every answer a 204
-    for row in (r"POST /auth/refresh \(rotation\)", r"GET /auth/verify \(nginx auth_request\)"):
+    # the gateway's check and introspection: every answer a 2xx
+    for row in (r"POST /auth/refresh \(rotation\)", r"GET /auth/verify \(nginx auth_request\)",
+                r"POST /oauth/introspect \(service client\)"):
         found = re.search(rf"^{row} \[sqlite\]\s+(\d+)\s+\S+\s+\S+\s+(\d+)\s", table, re.M)
         assert found and int(found[1]) > 0 and found[2] == "0", (row, table)
     for row in (r"POST /auth/login \(new users\) \[sqlite\]",
