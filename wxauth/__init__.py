@@ -70,21 +70,22 @@ def create_app(settings: Mapping[str, Any] | object | None = None) -> Flask:
 
 def register_state(app: Flask) -> None:
     """The app state (`wxauth.state.AppState`): the session_key cipher, the shared store
-    (Redis or in-process), the login and client-authentication rate limits (counted there too), media storage; request
-    bodies that cannot be read answer 400 (`web.body`); behind proxies, trusted
-    X-Forwarded-*."""
+    (Redis or in-process), the login and client-authentication rate limits (counted there
+    too), media storage; request bodies that cannot be read answer 400 (`web.body`); behind
+    proxies, trusted X-Forwarded-*."""
     cfg = app.config
+
+    def rate_limit(setting: str, scope: str) -> RateLimit:
+        return RateLimit(cfg[setting], cfg["RATELIMIT_STORAGE_URI"], scope,
+                         cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"],
+                         cfg["REDIS_MAX_CONNECTIONS"])
+
     app.extensions[EXTENSION_KEY] = AppState(
         cipher=SessionKeyCipher.from_keys(cfg["SESSION_KEY_ENCRYPTION_KEY"]),
         store=create_store(cfg["REDIS_URL"], cfg["REDIS_PREFIX"], timeout=cfg["REDIS_TIMEOUT"],
                            max_connections=cfg["REDIS_MAX_CONNECTIONS"]),
-        login_rate_limit=RateLimit(cfg["LOGIN_RATE_LIMIT"], cfg["RATELIMIT_STORAGE_URI"],
-                                   "login", cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"],
-                                   cfg["REDIS_MAX_CONNECTIONS"]),
-        client_auth_rate_limit=RateLimit(cfg["CLIENT_AUTH_RATE_LIMIT"],
-                                         cfg["RATELIMIT_STORAGE_URI"], "client_auth",
-                                         cfg["RATELIMIT_KEY_PREFIX"], cfg["REDIS_TIMEOUT"],
-                                         cfg["REDIS_MAX_CONNECTIONS"]),
+        login_rate_limit=rate_limit("LOGIN_RATE_LIMIT", "login"),
+        client_auth_rate_limit=rate_limit("CLIENT_AUTH_RATE_LIMIT", "client_auth"),
         media=LocalStorage(cfg["MEDIA_ROOT"]))
     app.wsgi_app = ReadableBody(app.wsgi_app)  # an unreadable body is a 400
     networks = cfg["TRUSTED_PROXY_NETWORKS"]

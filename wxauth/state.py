@@ -2,8 +2,8 @@
 `state()`.
 
 Everything a request needs beyond ``app.config`` and the extensions lives here: the shared
-store, the login and client-authentication rate limits, media storage, the session_key cipher, the configured
-mini-programs and, in development, the built-in WeChat emulator.
+store, the login and client-authentication rate limits, media storage, the session_key
+cipher, the configured mini-programs and, in development, the built-in WeChat emulator.
 """
 
 from __future__ import annotations

@@ -97,9 +97,10 @@ def introspect(args):
 def wechat_access_token(args):
     """WeChat's access_token of a mini-program, for the team's services.
 
-    For services (client scope ``wechat_token``). The token this server already keeps (shared by its workers and instances): no fetch from
-    WeChat when one is cached, never a forced refresh, so no other service needs the
-    AppSecret or fetches its own (which, with the classic endpoint, would invalidate ours).
+    For services (client scope ``wechat_token``). The token this server already keeps
+    (shared by its workers and instances): no fetch from WeChat when one is cached, never a
+    forced refresh, so no other service needs the AppSecret or fetches its own (which, with
+    the classic endpoint, would invalidate ours).
     ``appid`` may be left out when the server serves one mini-program; 400 ``unknown_app``
     for one it does not serve. ``expires_in``: seconds left; ask again when it runs out or
     WeChat answers 40001/42001.

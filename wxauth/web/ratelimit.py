@@ -37,9 +37,9 @@ def limited(name: str, on_closed: Callable[[list[Refusals]], None] | None = None
                                                  request.headers.get("User-Agent"))
             if verdict.closed and on_closed is not None:
                 on_closed(verdict.closed)
-            headers = _headers(verdict.window)
             if not verdict.allowed:
-                raise _refusal(verdict.window, headers)
+                raise _refusal(verdict.window)
+            headers = _headers(verdict.window)
 
             @after_this_request
             def add_headers(response):
@@ -68,7 +68,7 @@ def failures_limited(name: str, *codes: str):
             address = request.remote_addr or "-"
             window = limit.exhausted(address)
             if window is not None:
-                raise _refusal(window, _headers(window))
+                raise _refusal(window)
             try:
                 return view(*args, **kwargs)
             except Problem as problem:
@@ -76,7 +76,7 @@ def failures_limited(name: str, *codes: str):
                     raise
                 verdict = limit.hit(address, request.headers.get("User-Agent"))
                 if not verdict.allowed:
-                    raise _refusal(verdict.window, _headers(verdict.window)) from None
+                    raise _refusal(verdict.window) from None
                 raise
 
         return wrapper
@@ -90,8 +90,9 @@ def _headers(window: Window) -> dict[str, str]:
             "X-RateLimit-Reset": str(math.ceil(window.reset_at))}
 
 
-def _refusal(window: Window, headers: dict[str, str]) -> Problem:
-    """The 429 for `window`, with `headers` and ``Retry-After``."""
+def _refusal(window: Window) -> Problem:
+    """The 429 for `window`, with its ``X-RateLimit-*`` headers and ``Retry-After``."""
+    headers = _headers(window)
     headers["Retry-After"] = str(max(1, math.ceil(window.reset_at - time.time())))
     return Problem("rate_limited", _l("Rate limit reached (%(limit)s).", limit=str(window.limit)),
                    headers=headers)
