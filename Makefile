@@ -52,11 +52,16 @@ test: install
 	fi; \
 	rm -f $$node_log; exit $$status
 
-# the node tests' own packages (ajv for the OpenAPI test), exactly as locked
-node-deps: $(NODE_TEST)/node_modules/.installed
+# the node tests' own packages (ajv for the OpenAPI test; jose for tests/test_keys_gunicorn.py,
+# which verifies tokens with the README's Node snippet), exactly as locked
+node-deps: $(NODE_TEST)/node_modules/.installed tests/js/node_modules/.installed
 
 $(NODE_TEST)/node_modules/.installed: $(NODE_TEST)/package.json $(NODE_TEST)/package-lock.json
 	npm ci --prefix $(NODE_TEST) --no-audit --no-fund --loglevel=error
+	touch $@
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The login-path benchmark (bench/run.py); installs wrk from Debian's packages when missing.

@@ -9,10 +9,14 @@ text); `complete` reports every problem at once, one line each (`ConfigError.pro
 
 Which rules apply depends on the mode:
 - development (`FLASK_DEBUG=1`, or `TESTING`): missing WeChat credentials switch on the
-  built-in WeChat emulator, and a missing `JWT_SECRET_KEY` is replaced by a random key kept
-  in the instance folder;
+  built-in WeChat emulator, and missing keys (session_key encryption, erasure, and
+  `JWT_SECRET_KEY` with `JWT_ALGORITHM=HS256`) are replaced by random ones kept in the
+  instance folder;
 - production (everything else, e.g. `gunicorn wsgi:app`): the app refuses to start without
-  `WECHAT_APPID`, `WECHAT_SECRET` and `JWT_SECRET_KEY`.
+  `WECHAT_APPID` and `WECHAT_SECRET` (or `WECHAT_APPS`), `SESSION_KEY_ENCRYPTION_KEY`,
+  `ERASURE_KEY`, and `JWT_SECRET_KEY` with `JWT_ALGORITHM=HS256`.
+Both modes generate the first token-signing key (ES256 by default) in the database when
+there is none (`wxauth.services.keys`).
 """
 
 from __future__ import annotations
@@ -188,11 +192,24 @@ class Config:
     TRUSTED_PROXIES = env_str("TRUSTED_PROXIES")
 
     # --- Login state (JWT) ---------------------------------------------------------------
+    # ES256 (default), RS256 or EdDSA: tokens signed with keys kept in the database (their
+    # private part encrypted with SESSION_KEY_ENCRYPTION_KEY), published at
+    # /.well-known/jwks.json for other services (wxauth.services.keys, `flask keys …`);
+    # HS256: signed with JWT_SECRET_KEY, nothing published (the behaviour before ES256)
+    JWT_ALGORITHM = env_str("JWT_ALGORITHM", "ES256")
+    # HS256's key; with another algorithm, optional: while set, HS256 tokens issued before
+    # the move keep verifying until they expire (then unset it)
     JWT_SECRET_KEY = env_str("JWT_SECRET_KEY")
     JWT_ACCESS_TOKEN_EXPIRES = env_number("JWT_ACCESS_TOKEN_EXPIRES", 604800, int)  # 7 days
     JWT_REFRESH_TOKEN_EXPIRES = env_number("JWT_REFRESH_TOKEN_EXPIRES", 2592000, int)  # 30 days
-    JWT_ALGORITHM = "HS256"
-    JWT_DECODE_ALGORITHMS = ["HS256"]
+    # the tokens' `iss` and the discovery document's `issuer`; unset: API_BASE_URL, else the
+    # URL root the request came to (e.g. http://127.0.0.1:5000)
+    JWT_ISSUER = env_str("JWT_ISSUER")
+    # the tokens' `aud` (a service that verifies them may require it); unset: no `aud`
+    JWT_AUDIENCE = env_str("JWT_AUDIENCE")
+    # seconds between two reads of the signing keys per process: a `flask keys rotate` on any
+    # host reaches every instance within this time
+    SIGNING_KEYS_REFRESH = env_number("SIGNING_KEYS_REFRESH", 30.0)
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False  # no cookies: mini-programs send a Bearer header
 
@@ -251,6 +268,7 @@ _DATABASE_EXAMPLES = ("postgresql://user:password@host/wxauth, "
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 JWT_KEY_FILE = "jwt-secret.key"
+JWT_ALGORITHMS = ("ES256", "RS256", "EdDSA", "HS256")
 SESSION_KEY_FILE = "session-key-encryption.key"
 ERASURE_KEY_FILE = "erasure.key"
 
@@ -339,10 +357,26 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
 
 
 def _jwt_key(cfg: MutableMapping[str, Any], instance_path: str, production: bool) -> None:
+    """The signing algorithm and, for HS256 (or tokens issued with it before), the secret;
+    fills ``JWT_DECODE_ALGORITHMS`` (HS256 among them while ``JWT_SECRET_KEY`` is set)."""
+    if cfg["JWT_ALGORITHM"] not in JWT_ALGORITHMS:
+        raise ConfigError(f"JWT_ALGORITHM={cfg['JWT_ALGORITHM']!r} is not a choice: write one "
+                          f"of {', '.join(JWT_ALGORITHMS)} (ES256 by default)")
+    asymmetric = cfg["JWT_ALGORITHM"] != "HS256"
+    if asymmetric and not cfg.get("JWT_SECRET_KEY") and not production:
+        # development: a key file an earlier version made still verifies its tokens
+        path = Path(instance_path) / JWT_KEY_FILE
+        if path.exists():
+            cfg["JWT_SECRET_KEY"] = path.read_text().strip()
+    cfg["JWT_DECODE_ALGORITHMS"] = [name for name in JWT_ALGORITHMS if name != "HS256"] + (
+        ["HS256"] if cfg.get("JWT_SECRET_KEY") or not asymmetric else [])
+    if asymmetric and not cfg.get("JWT_SECRET_KEY"):
+        return
     if not cfg.get("JWT_SECRET_KEY"):
         if production:
             raise ConfigError(
-                "JWT_SECRET_KEY is not set: production needs a signing key of 32+ random bytes, "
+                "JWT_SECRET_KEY is not set: JWT_ALGORITHM=HS256 needs a signing key of 32+ "
+                "random bytes, "
                 "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
         cfg["JWT_SECRET_KEY"] = _instance_secret(instance_path, JWT_KEY_FILE,
                                                  lambda: secrets.token_urlsafe(48))

@@ -21,7 +21,9 @@ The table: requests/s, p50/p99 latency, errors and the ratio to the bare endpoin
 plus TCP connections opened to the stand-in per 1,000 logins, peak RSS per worker, and the
 CPU time (user + system) the workers spent per request, for wxauth and for the bare endpoint.
 Then what the login log costs: the logins again, alternating with the same app without a
-login's login-log and session rows (bench/without_login_log.py) on the same database.
+login's login-log and session rows (bench/without_login_log.py) on the same database; and
+what the signing algorithm costs: the logins on a server each for ES256 (the default), HS256
+and RS256 (SQLite only).
 Last, the database statements a flood of refused logins costs (bench/refused.py, per 10,000
 refusals).
 
@@ -488,6 +490,8 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
         row["rss"] = max(rss) if rss else float("nan")
     rows += login_log_cost(label, env, args, tmp, procs, base, workers)
     procs.stop_one(master)
+    if label == "sqlite":
+        rows += algorithm_cost(label, env, args, tmp, procs)
     rows.append({"title": label, "refused": refused_statements(env, args.refused_logins)})
     return rows
 
@@ -529,6 +533,44 @@ def login_log_cost(label: str, env: dict, args, tmp: Path, procs: Processes, bas
                    errors=sum(run["errors"] for run in runs))
         rows.append(row)
     procs.stop_one(master)
+    return rows
+
+
+ALGORITHMS = ("ES256", "HS256", "RS256")  # JWT_ALGORITHM: the default, the old one, RSA
+
+
+def algorithm_cost(label: str, env: dict, args, tmp: Path, procs: Processes) -> list[dict]:
+    """The logins signed with each of `ALGORITHMS`: a server per algorithm, each on a fresh
+    SQLite database of its own (one database would have each server retire the others' keys),
+    warmed up alike, measured alternating; medians."""
+    servers = {}
+    for algorithm in ALGORITHMS:
+        server_env = dict(env, JWT_ALGORITHM=algorithm,
+                          DATABASE_URL=f"sqlite:///{tmp / f'bench-{algorithm}.db'}")
+        master, url = start_wxauth(f"wxauth-{label}-{algorithm}", server_env, args, procs)
+        servers[algorithm] = (master, url, worker_pids(master.pid))
+    try:
+        for _, key, path in SCENARIOS[:2]:
+            for _, url, _ in servers.values():
+                wrk(url + path, LUA[key] % {"run": secrets.token_hex(4)}, args.duration,
+                    args.connections, tmp)
+        rows = []
+        for title, key, path in SCENARIOS[:2]:
+            runs = []
+            for i in range(args.repeat):
+                order = ALGORITHMS[i % len(ALGORITHMS):] + ALGORITHMS[:i % len(ALGORITHMS)]
+                runs.append({name: measure(servers[name][1] + path,
+                                           LUA[key] % {"run": secrets.token_hex(4)}, args, tmp,
+                                           servers[name][2]) for name in order})
+            row = {"title": f"{title} [{label}]", "algorithms": True,
+                   "errors": sum(run[name]["errors"] for run in runs for name in ALGORITHMS)}
+            for name in ALGORITHMS:
+                row[name] = {field: statistics.median(run[name][field] for run in runs)
+                             for field in ("rps", "cpu_us")}
+            rows.append(row)
+    finally:
+        for master, _, _ in servers.values():
+            procs.stop_one(master)
     return rows
 
 
@@ -863,7 +905,9 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
     print("-" * len(header))
     cost_rows = [r for r in rows if r.get("login_log")]
     refused_rows = [r for r in rows if "refused" in r]
-    rows = [r for r in rows if not r.get("login_log") and "refused" not in r]
+    algorithm_rows = [r for r in rows if r.get("algorithms")]
+    rows = [r for r in rows if not r.get("login_log") and "refused" not in r
+            and not r.get("algorithms")]
     for r in rows:
         conns = f"{r['conns_per_1000']:.1f}" if "conns_per_1000" in r else "-"
         print(f"{r['title']:48} {r['rps']:8.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
@@ -880,6 +924,8 @@ def print_table(rows: list[dict], args, redis_url: str) -> None:
             print(f"\n{r['title']}: {r['note']}")
     if cost_rows:
         print_login_log_cost(cost_rows)
+    if algorithm_rows:
+        print_algorithm_cost(algorithm_rows)
     for r in refused_rows:  # (bench/refused.py)
         counted = r["refused"]
         print(f"\ndatabase statements per 10,000 refused logins (100 addresses, one minute, "
@@ -900,6 +946,22 @@ def print_login_log_cost(rows: list[dict]) -> None:
         print(f"{r['title']:48} {r['rps']:8.0f} {r['rps_without']:8.0f} {change:+6.1f}% "
               f"{r['cpu_us']:7.0f} {r['cpu_us_without']:8.0f} "
               f"{r['cpu_us'] - r['cpu_us_without']:+7.0f} {r['errors']:6d}")
+
+
+def print_algorithm_cost(rows: list[dict]) -> None:
+    print("\nthe signing algorithm's cost (JWT_ALGORITHM): the logins on a server per "
+          "algorithm,\neach on a fresh database, alternating (medians); change: req/s against "
+          "HS256\n")
+    header = f"{'scenario':48} {'algorithm':>9} {'req/s':>8} {'change':>7} {'cpu us':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        base = r["HS256"]["rps"]
+        for name in ALGORITHMS:
+            change = 100 * (r[name]["rps"] / base - 1) if base else float("nan")
+            print(f"{r['title']:48} {name:>9} {r[name]['rps']:8.0f} {change:+6.1f}% "
+                  f"{r[name]['cpu_us']:7.0f}")
+        print(f"{'':48} errors {r['errors']}")
 
 
 def main() -> None:

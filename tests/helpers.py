@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jwt
 import requests
 from cryptography.fernet import Fernet
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -175,6 +176,12 @@ def copy_database(migrated: Path, target: Path) -> bool:
         return False
     shutil.copyfile(migrated, target)
     return True
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """The claims of one of the server's tokens, read without checking its signature (the
+    signature's own tests are in test_keys.py: ES256 by default, verified with the key set)."""
+    return jwt.decode(token, options={"verify_signature": False})
 
 
 def assert_problem(response, status: int, code: str) -> dict[str, Any]:

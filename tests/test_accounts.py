@@ -12,8 +12,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from helpers import (APPID, JWT_KEY, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle,
-                     LiveServer, ServerClient, assert_problem, emulator_post, run_threads)
+from helpers import (APPID, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle, LiveServer,
+                     ServerClient, assert_problem, claims_of, emulator_post, run_threads)
 from config import ConfigError
 from wxauth import create_app
 from wxauth.extensions import db
@@ -178,7 +178,7 @@ def test_access_tokens_are_per_app(two_apps):
     assert OTHER_SECRET not in listing and SECRET not in listing
     lines = {line.split()[0]: line for line in listing.splitlines()[2:]}
     assert "fetched" in lines[OTHER_APPID] and "no access_token cached" in lines[APPID]
-    claims = pyjwt.decode(games["access_token"], JWT_KEY, algorithms=["HS256"])
+    claims = claims_of(games["access_token"])
     assert claims["appid"] == OTHER_APPID
 
 

@@ -24,7 +24,7 @@ def test_costs_script_prints_every_request_and_part(tmp_path):
                   "POST /profile (encryptedData, unchanged data)",
                   "POST /auth/login, returning user (pool of 500)", "POST /auth/login, new user",
                   "code2Session call (urllib3, pooled, loopback stand-in)",
-                  "a login's access + refresh token (flask-jwt-extended)",
+                  "a login's access + refresh token (ES256, flask-jwt-extended)",
                   "the access-log line"):
         assert int(figures[title]) > 0, (title, result.stdout)
     # the layer table: a row per layer taken out, a column per request ("-": does not apply)
@@ -88,6 +88,11 @@ def test_table_prints_the_login_logs_cost(tmp_path):
         # req/s with and without, the change, CPU µs with and without, the difference, errors
         pattern = rf"^{row}\s+\d+\s+\d+\s+[+-]\d+\.\d%\s+\d+\s+\d+\s+[+-]\d+\s+0$"
         assert re.search(pattern, cost, re.M), (row, result.stdout)
+        # the signing algorithm's cost: a row per algorithm, req/s against HS256, no errors
+        for algorithm in ("ES256", "HS256", "RS256"):
+            pattern = rf"^{row}\s+{algorithm}\s+\d+\s+[+-]\d+\.\d%\s+\d+$"
+            assert re.search(pattern, cost, re.M), (row, algorithm, result.stdout)
+    assert len(re.findall(r"^\s+errors 0$", cost, re.M)) == 2, result.stdout
     # and what a flood of refused logins costs the database: a write per address and minute
     refused = re.search(r"^database statements per 10,000 refused logins .*\[sqlite\]: "
                         r"(\d+), of which (\d+) writes$", result.stdout, re.M)

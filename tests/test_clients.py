@@ -14,7 +14,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from helpers import APPID, JWT_KEY, OTHER_APPID, assert_problem, emulator_stats
+from helpers import APPID, JWT_KEY, OTHER_APPID, assert_problem, claims_of, emulator_stats
 from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
 from test_sessions_gunicorn import call, flask, log_in
 from wxauth.extensions import db
@@ -99,7 +99,7 @@ def test_live_access_and_refresh_tokens(server, runner):
         assert response.status_code == 200, response.text
         assert response.headers["Cache-Control"] == "no-store"
         answer = response.json()
-        claims = jwt.decode(token, JWT_KEY, algorithms=["HS256"])
+        claims = claims_of(token)
         assert answer == {"active": True, "sub": "o-introspect", "appid": claims["appid"],
                           "sid": sessions[0]["id"], "jti": claims["jti"],
                           "exp": claims["exp"], "iat": claims["iat"], "iss": ISSUER,
@@ -113,7 +113,7 @@ def test_live_access_and_refresh_tokens(server, runner):
 
 
 def resigned(token: str, key: str, **changes) -> str:
-    claims = jwt.decode(token, JWT_KEY, algorithms=["HS256"])
+    claims = claims_of(token)
     return jwt.encode({**claims, **changes}, key, algorithm="HS256")
 
 
@@ -125,7 +125,7 @@ def test_tokens_not_live_are_inactive_and_nothing_else(app, server, runner):
         "not-a-jwt", "a.b.c",
         resigned(live["access_token"], JWT_KEY, iat=now - 7200, exp=now - 3600),  # expired
         resigned(live["access_token"], "another-key-" * 4),  # signed with another key
-        resigned(live["access_token"], JWT_KEY, fam=["not", "text"]),  # malformed claim
+        resigned(live["access_token"], JWT_KEY, sid=["not", "text"]),  # malformed claim
     ]
     logged_out = server.login("o-inactive")
     assert server.post("/auth/logout", token=logged_out["access_token"]).status_code == 204
@@ -148,8 +148,7 @@ def test_tokens_not_live_are_inactive_and_nothing_else(app, server, runner):
     upgraded = server.login("o-inactive")  # a session from before refresh_jti existed
     with app.app_context():
         db.session.execute(sa.update(LoginSession).where(
-            LoginSession.id == jwt.decode(upgraded["access_token"], JWT_KEY,
-                                          algorithms=["HS256"])["fam"]).values(refresh_jti=None))
+            LoginSession.id == claims_of(upgraded["access_token"])["sid"]).values(refresh_jti=None))
         db.session.commit()
     assert introspect(server, credentials, upgraded["refresh_token"]).json() == {"active": False}
     assert introspect(server, credentials, upgraded["access_token"]).json()["active"] is True

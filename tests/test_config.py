@@ -35,7 +35,7 @@ BAD = [
     ("LOGIN_RATE_LIMIT", "lots per minute", "LOGIN_RATE_LIMIT='60 per minute'"),
     ("TRUSTED_PROXIES", "10.0.0.0/8,proxy", "e.g. TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8"),
     ("LOG_FORMAT", "xml", "write one of text, json"),
-    ("JWT_SECRET_KEY", "", "JWT_SECRET_KEY is not set"),
+    ("JWT_ALGORITHM", "ES512", "write one of ES256, RS256, EdDSA, HS256"),
     ("SESSION_KEY_ENCRYPTION_KEY", "", "SESSION_KEY_ENCRYPTION_KEY is not set"),
 ]
 

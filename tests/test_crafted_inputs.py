@@ -125,7 +125,7 @@ VALUES = [("list", ["x"]), ("dict", {"a": 1}), ("int", 7), ("float", 7.5), ("num
           ("nan", float("nan")), ("inf", float("inf")), ("nan_str", "NaN"), ("empty", ""),
           ("nul_str", "a\x00b")]
 # what each claim must be (the spec these tests check, written independently of the code)
-STRING_CLAIMS = ("sub", "appid", "fam", "jti")
+STRING_CLAIMS = ("sub", "appid", "sid", "jti")
 TIME_CLAIMS = ("exp", "iat", "nbf")
 
 

@@ -57,14 +57,20 @@ def test_key_rotation_and_reencrypt_command(server, app, app_config, emulator):
 
         result = rotated.test_cli_runner().invoke(args=["users", "reencrypt"])
         assert result.exit_code == 0, result.output
-        assert "re-encrypted 2 session_keys" in result.output
+        assert "re-encrypted 2 session_keys and 1 signing keys" in result.output
         again = rotated.test_cli_runner().invoke(args=["users", "reencrypt"])
-        assert "re-encrypted 0" in again.output
+        assert "re-encrypted 0 session_keys and 0 signing keys" in again.output
+        # the signing key, under the new key now, still signs
+        assert client.get("/profile", token=client.login("o-rotate-3")["access_token"]
+                          ).status_code == 200
     finally:
         live.stop()
     only_new = SessionKeyCipher.from_keys(new_key)
     for row in raw_rows(app):
         only_new.decrypt(row["session_key"])  # raises InvalidToken if still under the old key
+    with app.app_context():
+        for key in db.session.execute(sa.text("SELECT private_key FROM signing_keys")).scalars():
+            only_new.decrypt(key)
 
 
 def test_migration_encrypts_existing_plain_rows(app):

@@ -31,7 +31,8 @@ OPERATIONS = {"POST /auth/login", "POST /auth/refresh", "POST /auth/logout",
               "GET /auth/session", "GET /profile", "POST /profile", "PATCH /profile",
               "DELETE /profile", "GET /profile/export",
               "POST /profile/phone", "POST /profile/avatar", "GET /healthz",
-              "POST /oauth/introspect", "GET /oauth/wechat/access_token"}
+              "POST /oauth/introspect", "GET /oauth/wechat/access_token",
+              "GET /.well-known/openid-configuration", "GET /.well-known/jwks.json"}
 
 
 def _need(what: str) -> None:

@@ -8,7 +8,7 @@ import jwt as pyjwt
 import pytest
 from sqlalchemy import func, select
 
-from helpers import APPID, JWT_KEY, SECRET, assert_problem, run_threads
+from helpers import APPID, SECRET, assert_problem, claims_of, run_threads
 from wxauth.extensions import db
 from wxauth.models import User
 
@@ -36,8 +36,8 @@ def test_login_creates_user_and_returns_a_7_day_jwt(server, app):
     assert body["user"]["created_at"].endswith("+00:00")
 
     header = pyjwt.get_unverified_header(body["access_token"])
-    assert header["alg"] == "HS256"
-    claims = pyjwt.decode(body["access_token"], JWT_KEY, algorithms=["HS256"])
+    assert header["alg"] == "ES256" and header["kid"]  # (test_keys.py verifies it)
+    claims = claims_of(body["access_token"])
     assert claims["sub"] == "o-alice"
     assert claims["exp"] - claims["iat"] == 604800
     assert claims["appid"] == APPID

@@ -426,7 +426,7 @@ def test_systemd_unit_refuses_to_loop_on_a_configuration_error(production_env):
     """RestartPreventExitStatus names the status gunicorn exits with when wsgi.py refuses the
     settings, as the unit starts it."""
     prevent = unit_sections()["Service"]["RestartPreventExitStatus"][-1].split()
-    env = dict(production_env, JWT_SECRET_KEY="", GUNICORN_BIND=f"127.0.0.1:{free_port()}",
+    env = dict(production_env, JWT_ALGORITHM="HS256", JWT_SECRET_KEY="", GUNICORN_BIND=f"127.0.0.1:{free_port()}",
                GUNICORN_WORKERS="1")
     result = run(unit_command(env), env)
     assert "JWT_SECRET_KEY is not set" in result.stderr

@@ -153,7 +153,7 @@ def test_a_session_from_before_the_upgrade(app, server):
     with app.app_context():
         flask_migrate.downgrade(revision="7a3a598fb90e")  # the release before
         flask_migrate.upgrade()
-        family = jwt.decode(body["access_token"], options={"verify_signature": False})["fam"]
+        family = jwt.decode(body["access_token"], options={"verify_signature": False})["sid"]
         assert db.session.execute(sa.select(LoginSession.refresh_jti)
                                   .where(LoginSession.id == family)).scalar_one() is None
         db.session.remove()

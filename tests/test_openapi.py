@@ -36,6 +36,8 @@ OPERATION_IDS = {
     ("get", "/healthz"): "getHealth",
     ("post", "/oauth/introspect"): "introspectToken",
     ("get", "/oauth/wechat/access_token"): "getWeChatAccessToken",
+    ("get", "/.well-known/openid-configuration"): "getDiscoveryDocument",
+    ("get", "/.well-known/jwks.json"): "getJwks",
 }
 
 

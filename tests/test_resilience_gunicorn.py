@@ -39,12 +39,13 @@ LOGIN_LIMIT = "100000 per minute"
 ONE_SHOT = {"Connection": "close"}
 
 
-def start_gunicorn(env: dict[str, str], **settings: str) -> Process:
+def start_gunicorn(env: dict[str, str], port: int | None = None, **settings: str) -> Process:
     """Migrate, then `gunicorn wsgi:app` with no worker flags: gunicorn.conf.py's defaults,
-    bound by GUNICORN_BIND to a free port; `settings` are added to the environment."""
+    bound by GUNICORN_BIND to `port` (default: a free one); `settings` are added to the
+    environment."""
     upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
     assert upgrade.returncode == 0, upgrade.stderr
-    port = free_port()
+    port = port or free_port()
     env = dict(env, GUNICORN_BIND=f"127.0.0.1:{port}", LOGIN_RATE_LIMIT=LOGIN_LIMIT, **settings)
     server = Process(["gunicorn", "wsgi:app"], env, f"http://127.0.0.1:{port}")
     try:

@@ -1,4 +1,8 @@
-"""The JWT login state: every failure is a 401 problem, never flask-jwt-extended's 422/msg."""
+"""The JWT login state: every failure is a 401 problem, never flask-jwt-extended's 422/msg.
+
+The tokens these tests sign themselves (`claims`) are HS256 with ``JWT_SECRET_KEY`` and a
+``fam`` claim: the shape issued before ES256, which keeps verifying while the secret is set
+(the ES256 tokens' own tests: test_keys.py)."""
 
 import base64
 import json
@@ -7,7 +11,7 @@ import time
 import jwt as pyjwt
 import pytest
 
-from helpers import APPID, JWT_KEY, assert_problem
+from helpers import APPID, JWT_KEY, assert_problem, claims_of
 from wxauth.state import state
 
 pytestmark = pytest.mark.databases
@@ -79,8 +83,9 @@ def test_expired(server, token):
 
 
 def family_of(token: str) -> str:
-    """The token's session (``fam``)."""
-    return pyjwt.decode(token, options={"verify_signature": False})["fam"]
+    """The token's session (``sid``; ``fam`` in the HS256 tokens `claims` makes, the shape
+    of the tokens from before ES256)."""
+    return claims_of(token)["sid"]
 
 
 def test_a_remembered_token_is_still_checked(app, server, token):
@@ -124,7 +129,7 @@ def test_refresh_token_is_refused_as_access_and_vice_versa(server):
 
 def test_refresh_rotates(server):
     body = server.login("o-refresh")
-    claims_ = pyjwt.decode(body["refresh_token"], JWT_KEY, algorithms=["HS256"])
+    claims_ = claims_of(body["refresh_token"])
     assert claims_["exp"] - claims_["iat"] == 30 * 86400
     response = server.post("/auth/refresh", token=body["refresh_token"])
     assert response.status_code == 200, response.text

@@ -22,6 +22,7 @@ from .infra.cipher import SessionKeyCipher
 from .infra import database
 from .infra.media import LocalStorage
 from .infra.store import create_store
+from .services.keys import KeyRing, decode_key, encode_key
 from .services.programs import MiniProgram
 from .state import EMULATOR_MOUNT, EXTENSION_KEY, AppState, state
 from .wechat.client import Guard
@@ -86,7 +87,8 @@ def register_state(app: Flask) -> None:
                            max_connections=cfg["REDIS_MAX_CONNECTIONS"]),
         login_rate_limit=rate_limit("LOGIN_RATE_LIMIT", "login"),
         client_auth_rate_limit=rate_limit("CLIENT_AUTH_RATE_LIMIT", "client_auth"),
-        media=LocalStorage(cfg["MEDIA_ROOT"]))
+        media=LocalStorage(cfg["MEDIA_ROOT"]),
+        keyring=KeyRing(cfg["JWT_ALGORITHM"], cfg["SIGNING_KEYS_REFRESH"]))
     app.wsgi_app = ReadableBody(app.wsgi_app)  # an unreadable body is a 400
     networks = cfg["TRUSTED_PROXY_NETWORKS"]
     if networks:
@@ -98,6 +100,8 @@ def register_extensions(app: Flask) -> None:
     i18n.init_app(app)
     register_migrations(app)
     jwt.init_app(app)
+    jwt.encode_key_loader(encode_key)  # the signing keys in the database (services.keys)
+    jwt.decode_key_loader(decode_key)
     api.init_app(app)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
@@ -154,6 +158,7 @@ def register_wechat(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from .web.auth import blp as auth_blp
+    from .web.discovery import blp as discovery_blp
     from .web.docs import register_docs
     from .web.health import blp as health_blp
     from .web.oauth import blp as oauth_blp
@@ -163,6 +168,7 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(profile_blp)
     api.register_blueprint(health_blp)
     api.register_blueprint(oauth_blp)
+    api.register_blueprint(discovery_blp)
     register_docs(app)
 
     @app.get("/media/<path:name>")
@@ -172,7 +178,9 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from .commands import accounts_cli, apps_cli, clients_cli, logs_cli, users_cli, wechat_cli
+    from .commands import (accounts_cli, apps_cli, clients_cli, keys_cli, logs_cli, users_cli,
+                           wechat_cli)
 
-    for group in (users_cli, accounts_cli, apps_cli, wechat_cli, logs_cli, clients_cli):
+    for group in (users_cli, accounts_cli, apps_cli, wechat_cli, logs_cli, clients_cli,
+                  keys_cli):
         app.cli.add_command(group)

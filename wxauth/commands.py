@@ -1,4 +1,5 @@
-"""Flask CLI commands: ``flask --app wsgi users …``, ``… wechat …``, ``… clients …`` etc."""
+"""Flask CLI commands: ``flask --app wsgi users …``, ``… wechat …``, ``… clients …``,
+``… keys …`` etc."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .errors import Problem
 from .extensions import db
 from .infra.cipher import SessionKeyCipher
 from .models import Account, User
-from .services import clients, login_log, programs, rights, sessions, users
+from .services import clients, keys, login_log, programs, rights, sessions, users
 from .state import EMULATOR_MOUNT, state
 from .web.schemas import ProfileSchema
 from .wechat import jsontext
@@ -29,6 +30,8 @@ apps_cli = AppGroup("apps", help="The mini-programs this server serves.")
 wechat_cli = AppGroup("wechat", help="The built-in WeChat emulator.")
 logs_cli = AppGroup("logs", help="The login log.")
 clients_cli = AppGroup("clients", help="Service clients of the /oauth endpoints.")
+keys_cli = AppGroup("keys", help="The keys that sign tokens (published at "
+                                 "/.well-known/jwks.json).")
 
 
 def _fmt(value) -> str:
@@ -121,7 +124,8 @@ def users_revoke_tokens(openid: str, appid: str | None) -> None:
 @users_cli.command("reencrypt")
 @click.option("--batch", default=500, show_default=True, help="Rows per transaction.")
 def users_reencrypt(batch: int) -> None:
-    """Re-encrypt every stored session_key under the newest SESSION_KEY_ENCRYPTION_KEY.
+    """Re-encrypt every stored session_key, and the signing keys' private parts, under the
+    newest SESSION_KEY_ENCRYPTION_KEY.
 
     Run after putting a new key first in the list; then the old keys can be removed.
     Rows no configured key opens are counted and left alone.
@@ -151,7 +155,13 @@ def users_reencrypt(batch: int) -> None:
             db.session.execute(raw.update().where(raw.c.id == row_id).values(session_key=new))
             moved += 1
         db.session.commit()
-    click.echo(f"re-encrypted {moved} session_keys under the newest key"
+    signing = 0
+    for key in keys.listing():  # the signing keys' private parts (few rows)
+        if cipher.needs_rotation(key.private_key):
+            key.private_key = cipher.rotate(key.private_key)
+            signing += 1
+    db.session.commit()
+    click.echo(f"re-encrypted {moved} session_keys and {signing} signing keys under the newest key"
                + (f"; {unreadable} opened with no configured key (left alone)" if unreadable else ""))
 
 
@@ -461,3 +471,71 @@ def clients_remove(name: str) -> None:
     except clients.ClientError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"removed client {client.name} ({client.client_id})")
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+def _longest_token() -> int:
+    return max(sessions.access_lifetime(), sessions.refresh_lifetime())
+
+
+def _algorithm(algorithm: str | None) -> str:
+    algorithm = algorithm or current_app.config["JWT_ALGORITHM"]
+    if algorithm == "HS256":
+        raise click.ClickException("JWT_ALGORITHM is HS256: tokens are signed with "
+                                   "JWT_SECRET_KEY, no key of the database signs (set "
+                                   "JWT_ALGORITHM=ES256, RS256 or EdDSA, or pass --algorithm)")
+    return algorithm
+
+
+_ALGORITHM = click.option("--algorithm", type=click.Choice(["ES256", "RS256", "EdDSA"]),
+                          help="[default: JWT_ALGORITHM]")
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List the signing keys (public facts only): kid, algorithm, status, dates."""
+    longest = _longest_token()
+    rows = [[k.kid, k.algorithm, keys.status(k), _fmt(k.created_at), _fmt(k.activated_at),
+             _fmt(k.retired_at), _fmt(keys.prunable_after(k, longest))] for k in keys.listing()]
+    click.echo(_table(["kid", "algorithm", "status", "created (UTC)", "signing since (UTC)",
+                       "retired (UTC)", "prunable after (UTC)"], rows))
+    click.echo(f"\nJWT_ALGORITHM={current_app.config['JWT_ALGORITHM']}")
+
+
+@keys_cli.command("generate")
+@_ALGORITHM
+def keys_generate(algorithm: str | None) -> None:
+    """Add a staged key: published at once, signing after `keys rotate`. Generate it a
+    while before rotating, so services that cache the key set know it first."""
+    key = keys.generate(_algorithm(algorithm))
+    click.echo(f"generated {key.algorithm} key {key.kid} (staged: published, not signing; "
+               "`keys rotate` makes it sign)")
+
+
+@keys_cli.command("rotate")
+@_ALGORITHM
+def keys_rotate(algorithm: str | None) -> None:
+    """Sign with a new key: the newest staged one, else a new one. The previous key is
+    retired: still published and verifying until its last token expires."""
+    key = keys.rotate(_algorithm(algorithm))
+    refresh = current_app.config["SIGNING_KEYS_REFRESH"]
+    click.echo(f"{key.algorithm} key {key.kid} now signs new tokens (every instance within "
+               f"{refresh:g} s; SIGNING_KEYS_REFRESH)")
+
+
+@keys_cli.command("prune")
+@click.option("--leaked", "leaked", metavar="KID",
+              help="Delete this retired key now, though tokens it signed are live (they stop "
+                   "verifying: their users log in again). For a key that leaked.")
+def keys_prune(leaked: str | None) -> None:
+    """Delete retired keys once every token they signed has expired (never before)."""
+    if leaked:
+        try:
+            keys.remove_retired(leaked)
+        except keys.KeyStateError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"deleted key {leaked}: no token it signed verifies any more")
+        return
+    gone = keys.prune(_longest_token())
+    click.echo(f"pruned {len(gone)} keys" + (": " + ", ".join(gone) if gone else ""))

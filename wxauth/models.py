@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from cryptography.fernet import InvalidToken
 from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, SmallInteger, String,
-                        UniqueConstraint, func, select)
+                        Text, UniqueConstraint, func, select)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -285,3 +285,29 @@ class ServiceClient(db.Model):
 
     def __repr__(self) -> str:
         return f"<ServiceClient {self.name} {self.client_id}>"
+
+
+class SigningKey(db.Model):
+    """A key that signs the login's JWTs (`services.keys`), shared by every instance.
+
+    ``kid``: the RFC 7638 thumbprint of its public key (the tokens' ``kid`` header);
+    ``algorithm``: ES256, RS256 or EdDSA; ``public_jwk``: the public JWK as JSON text
+    (published at ``/.well-known/jwks.json``); ``private_key``: its PKCS#8 PEM encrypted with
+    the ``SESSION_KEY_ENCRYPTION_KEY`` keyring (a Fernet token). A key is staged (published,
+    not signing: ``activated_at`` NULL), current (activated, not retired) or retired
+    (published until ``flask keys prune`` removes it, once every token it signed expired).
+    """
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (UTF8MB4,)
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[str] = mapped_column(Text)
+    private_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<SigningKey {self.algorithm} {self.kid}>"

@@ -2,8 +2,9 @@
 `state()`.
 
 Everything a request needs beyond ``app.config`` and the extensions lives here: the shared
-store, the login and client-authentication rate limits, media storage, the session_key
-cipher, the configured mini-programs and, in development, the built-in WeChat emulator.
+store, the token-signing keys, the login and client-authentication rate limits, media
+storage, the session_key cipher, the configured mini-programs and, in development, the
+built-in WeChat emulator.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from .infra.cipher import SessionKeyCipher
     from .infra.media import Storage
     from .infra.store import SharedStore
+    from .services.keys import KeyRing
     from .services.programs import MiniProgram
     from .infra.ratelimit import RateLimit
     from .wechat.client import Guard
@@ -34,6 +36,7 @@ class AppState:
     store: SharedStore
     login_rate_limit: RateLimit
     media: Storage
+    keyring: KeyRing
     programs: dict[str, MiniProgram] = field(default_factory=dict)  # by appid
     guard: Guard | None = None  # calls to WeChat in flight, circuit breaker (every app)
     emulator: Emulator | None = None  # development only

@@ -230,6 +230,14 @@ test('real requests and answers validate against their schemas, every schema onc
   assert.ok(wechatToken.data.expires_in > 0);
   assert.equal((await call('GET', '/oauth/wechat/access_token', { basic: client })).status, 401);
 
+  // the discovery document and the key set, public, for the team's other services
+  const discovery = await call('GET', '/.well-known/openid-configuration');
+  assert.equal(discovery.status, 200);
+  const jwks = await call('GET', '/.well-known/jwks.json');
+  assert.equal(jwks.status, 200);
+  assert.ok(jwks.data.keys.length >= 1);
+  for (const key of jwks.data.keys) check({ $ref: `${REF}Jwk` }, key, 'a published key');
+
   const confirm = (await emulatorPost(server.emulatorUrl, '/dev/code', { openid })).code;
   assert.equal((await call('DELETE', '/profile', { token: again.data.access_token, body: { code: confirm } })).status, 204);
 

@@ -142,7 +142,7 @@ def _secret_matches(client: ServiceClient, secret: str) -> bool:
     return True
 
 
-def introspect(claims: dict[str, Any]) -> dict[str, Any]:
+def introspect(claims: dict[str, Any], issuer: str) -> dict[str, Any]:
     """RFC 7662's answer for a token whose signature, times and claims checked out (`claims`,
     from `wxauth.web.security.verified_claims`).
 
@@ -150,23 +150,23 @@ def introspect(claims: dict[str, Any]) -> dict[str, Any]:
         `INACTIVE` (``{"active": false}``, nothing else) when `sessions.user_for_claims`
         refuses the token (user deleted or disabled, session ended — logout, kick, limit,
         reuse —, tokens revoked, a refresh token used up or from before the upgrade, app no
-        longer served); else ``{"active": true, "sub"
-        (openid), "appid", "sid" (the session id: the ``fam`` claim), "jti", "exp", "iat"
-        (seconds since the epoch), "token_type" ("access" or "refresh"), "unionid" (null
-        when none), "account_id"}`` and ``"iss"``: the setting ``API_BASE_URL`` (the tokens
-        carry no ``iss`` claim), left out when it is unset.
+        longer served); else ``{"active": true, "sub" (openid), "appid", "sid" (the
+        session id), "jti", "exp", "iat" (seconds since the epoch), "iss" (the token's, or
+        `issuer` for a token from before ES256, which carries none), "token_type" ("access"
+        or "refresh"), "unionid" (null when none), "account_id"}``, and ``"aud"`` when the
+        token has one.
     """
     try:
         user = sessions.user_for_claims(claims, current_refresh=True)
     except Problem:
         return dict(INACTIVE)
     answer = {"active": True, "sub": claims["sub"], "appid": claims["appid"],
-              "sid": claims["fam"], "jti": claims["jti"], "exp": claims["exp"],
-              "iat": claims["iat"], "token_type": claims["type"], "unionid": user.unionid,
+              "sid": claims["sid"], "jti": claims["jti"], "exp": claims["exp"],
+              "iat": claims["iat"], "iss": claims.get("iss", issuer),
+              "token_type": claims["type"], "unionid": user.unionid,
               "account_id": user.account_id}
-    issuer = current_app.config.get("API_BASE_URL")
-    if issuer:
-        answer["iss"] = issuer
+    if "aud" in claims:
+        answer["aud"] = claims["aud"]
     return answer
 
 

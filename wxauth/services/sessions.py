@@ -1,8 +1,9 @@
 """The login state: JWT access and refresh tokens, rotation and revocation, the user a token
 names, and whether the stored session_key is still WeChat's.
 
-Every token carries ``sub`` (openid), ``appid``, ``fam`` (the login's token family: one per
-``POST /auth/login``, kept through refreshes) and ``ver`` (the user's token version).
+Every token carries ``sub`` (openid), ``appid``, ``sid`` (the session: the login's token
+family, one per ``POST /auth/login``, kept through refreshes; ``fam`` in tokens from before
+ES256) and ``ver`` (the user's token version), signed as `issue` says.
 
 The token family is the session, and its `LoginSession` row is the one truth about it: each
 login adds the row (id = ``fam``, client address, User-Agent, the ``jti`` of its refresh
@@ -45,7 +46,8 @@ from ..i18n import _l
 from ..infra.store import LockTimeout
 from ..models import LoginSession, User, utcnow
 from ..wechat.client import WeChatError
-from . import login, login_log, programs
+from ..state import state
+from . import keys, login, login_log, programs
 from .login_log import Client
 
 log = logging.getLogger(__name__)
@@ -68,23 +70,37 @@ def new_jti() -> str:
     return uuid.uuid4().hex
 
 
-def issue(user: User, family: str, refresh_jti: str) -> dict[str, Any]:
+def issue(user: User, family: str, refresh_jti: str, issuer: str) -> dict[str, Any]:
     """A new access + refresh pair for `user` in session `family`; the refresh token's
-    ``jti`` is `refresh_jti` (the one its session row holds).
+    ``jti`` is `refresh_jti` (the one its session row holds). Signed with the current key
+    (`keys.KeyRing.signer`, its ``kid`` in the header) or, with HS256, ``JWT_SECRET_KEY``.
+
+    Claims: ``sub`` (openid), ``appid``, ``sid`` (the session: `family`), ``ver``, ``jti``,
+    ``iat``, ``nbf``, ``exp``, ``type``, ``iss`` (`issuer`) and ``aud`` (``JWT_AUDIENCE``,
+    when set).
 
     Returns ``{"access_token", "token_type", "expires_in" (s), "refresh_token"}``.
     """
-    claims = {"appid": user.appid, "fam": family, "ver": user.token_version}
-    return {
-        "access_token": create_access_token(identity=user.openid, additional_claims=claims),
-        "token_type": "Bearer",
-        "expires_in": access_lifetime(),
-        "refresh_token": create_refresh_token(identity=user.openid,
-                                              additional_claims={**claims, "jti": refresh_jti}),
-    }
+    signer = state().keyring.signer()
+    headers = {"kid": signer.kid} if signer else None
+    claims = {"appid": user.appid, "sid": family, "ver": user.token_version, "iss": issuer}
+    audience = current_app.config["JWT_AUDIENCE"]
+    if audience:
+        claims["aud"] = audience
+    with keys.signing_with(signer):
+        return {
+            "access_token": create_access_token(identity=user.openid, additional_claims=claims,
+                                                additional_headers=headers),
+            "token_type": "Bearer",
+            "expires_in": access_lifetime(),
+            "refresh_token": create_refresh_token(
+                identity=user.openid, additional_claims={**claims, "jti": refresh_jti},
+                additional_headers=headers),
+        }
 
 
-def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str, Any]:
+def log_in(appid: str | None, code: str, issuer: str,
+           client: Client = Client()) -> dict[str, Any]:
     """Log in with a ``wx.login`` code: code2Session with mini-program `appid` (the only one
     when None), the login transaction (`login.login`) with the new session and the login-log
     row, a new token pair. `client`: the address and User-Agent stored with them.
@@ -113,7 +129,7 @@ def log_in(appid: str | None, code: str, client: Client = Client()) -> dict[str,
     except Exception as exc:
         login_log.record_failure(appid, client, exc, getattr(exc, "user_id", None))
         raise
-    return {**issue(result.user, family, refresh_jti), "is_new_user": result.is_new_user,
+    return {**issue(result.user, family, refresh_jti, issuer), "is_new_user": result.is_new_user,
             "is_new_account": result.is_new_account, "user": result.user}
 
 
@@ -200,9 +216,9 @@ def end_user_sessions(user_ids: list[int], reason: str) -> list[str]:
     return ids
 
 
-def refresh(user: User, payload: dict[str, Any]) -> dict[str, Any]:
+def refresh(user: User, payload: dict[str, Any], issuer: str) -> dict[str, Any]:
     """Use up the refresh token with claims `payload` (`rotate`) and answer a new pair in the
-    same session (token family).
+    same session (token family), issued by `issuer`.
 
     Raises:
         Problem(token_revoked): the token is not its session's current refresh token (the
@@ -210,7 +226,7 @@ def refresh(user: User, payload: dict[str, Any]) -> dict[str, Any]:
     """
     refresh_jti = new_jti()
     rotate(payload, refresh_jti)
-    return issue(user, payload["fam"], refresh_jti)
+    return issue(user, payload["sid"], refresh_jti, issuer)
 
 
 @functools.cache
@@ -235,7 +251,7 @@ def rotate(payload: dict[str, Any], refresh_jti: str) -> None:
         is not the current one: it was used before, so it was copied. A session from before
         ``refresh_jti`` existed has no current token: refused, the session left as it is.
     """
-    fam = payload["fam"]
+    fam = payload["sid"]
     swapped = db.session.execute(rotate_stmt(), {"fam": fam, "old": payload.get("jti"),
                                                  "new": refresh_jti, "now": utcnow()}).rowcount
     if swapped == 1:
@@ -280,7 +296,7 @@ def select_user_session_stmt(*, with_session_key: bool):
 def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False,
                     current_refresh: bool = False) -> User:
     """The User a verified token names (``sub`` = openid, ``appid`` claim = the mini-program),
-    after checking the token's session (``fam``) is still live: both in one query.
+    after checking the token's session (``sid``) is still live: both in one query.
     `with_session_key`: its (deferred) session_key is loaded in the same query.
     `current_refresh`: a refresh token must also be its session's current one (not used up
     by a refresh, not from before the upgrade), as ``POST /auth/refresh`` would require.
@@ -297,7 +313,7 @@ def user_for_claims(payload: dict[str, Any], *, with_session_key: bool = False,
                                           "longer serves."))
     row = db.session.execute(select_user_session_stmt(with_session_key=with_session_key),
                              {"appid": appid, "openid": payload["sub"],
-                              "fam": payload.get("fam")}).one_or_none()
+                              "fam": payload.get("sid")}).one_or_none()
     if row is None:
         raise Problem("user_not_found", _l("The token's user no longer exists."))
     user, session_id, ended_at, refresh_jti = row

@@ -10,7 +10,7 @@ from ..services import login_log, profile, sessions
 from .ratelimit import limited
 from .schemas import (Blueprint, LoginResultSchema, LoginSchema, LoginSessionListSchema,
                       SessionSchema, TokenPairSchema)
-from .security import current_claims, current_user, login_required
+from .security import current_claims, current_user, issuer, login_required
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Login with wx.login codes")
 
@@ -33,7 +33,8 @@ def login(args):
     """Exchange a wx.login code for a login state.
 
     Calls WeChat's auth.code2Session, creates or updates the user and answers a JWT
-    (HS256, ``sub`` = openid) valid ``expires_in`` seconds (7 days by default). Send it
+    (ES256 by default, ``sub`` = openid; other services verify it with the key set at
+    /.well-known/jwks.json) valid ``expires_in`` seconds (7 days by default). Send it
     back as ``Authorization: Bearer <access_token>``. When the server serves several
     mini-programs, ``appid`` says which one is logging in. The ``refresh_token`` (30 days) gets
     a new pair from ``POST /auth/refresh``. Limited per client IP (429 ``rate_limited``).
@@ -46,7 +47,7 @@ def login(args):
     ``{"bound": true}``, or ``{"bound": false, "code", "detail"}`` when WeChat refused the
     phone code or failed; the login stands either way.
     """
-    result = sessions.log_in(args.get("appid"), args["code"], client())
+    result = sessions.log_in(args.get("appid"), args["code"], issuer(), client())
     g.login_outcome = "new" if result["is_new_user"] else "returning"  # (web.metrics)
     if "phone_code" in args:
         result["phone"] = profile.bind_phone_at_login(result["user"], args["phone_code"])
@@ -64,7 +65,7 @@ def refresh():
     (rotation); presenting it again revokes every token of that login (401 ``token_revoked``)
     and ends its session. The session's ``last_used_at`` moves.
     """
-    return sessions.refresh(current_user(), current_claims())
+    return sessions.refresh(current_user(), current_claims(), issuer())
 
 
 @blp.route("/logout", methods=["POST"])
@@ -75,7 +76,7 @@ def logout():
     """Revoke the presented token (access or refresh) and every token of the same login.
 
     The login's session ends (``GET /auth/sessions`` no longer lists it)."""
-    sessions.end_family(current_claims()["fam"], "logout")
+    sessions.end_family(current_claims()["sid"], "logout")
     return ""
 
 
@@ -104,7 +105,7 @@ def verify():
     ``user_disabled`` for a disabled user). deploy/nginx/wxauth-protect.conf puts it in
     front of a team's own service."""
     user, claims = current_user(), current_claims()
-    values = (user.openid, user.appid, user.unionid or "", str(user.account_id), claims["fam"])
+    values = (user.openid, user.appid, user.unionid or "", str(user.account_id), claims["sid"])
     return "", 204, dict(zip(IDENTITY_HEADERS, values))
 
 
@@ -117,7 +118,7 @@ def list_sessions():
 
     One session per login, i.e. per device, newest first; ``current`` flags the one this
     token belongs to."""
-    family = current_claims()["fam"]
+    family = current_claims()["sid"]
     found = sessions.live_sessions([current_user().id])
     return {"sessions": [{**_fields(s), "current": s.id == family} for s in found]}
 

@@ -17,7 +17,7 @@ from ..services import clients
 from .ratelimit import failures_limited
 from .schemas import (Blueprint, IntrospectionRequestSchema, IntrospectionSchema,
                       WeChatTokenRequestSchema, WeChatTokenSchema)
-from .security import verified_claims
+from .security import issuer, verified_claims
 
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
                 description="For the team's services (service clients, HTTP Basic)")
@@ -86,7 +86,7 @@ def introspect(args):
         claims = verified_claims(args["token"])
     except Problem:
         return dict(clients.INACTIVE)
-    return clients.introspect(claims)
+    return clients.introspect(claims, issuer())
 
 
 @blp.route("/wechat/access_token", methods=["GET"])

@@ -133,6 +133,43 @@ class HealthSchema(ma.Schema):
                                     "not unready.", "example": "ok"})
 
 
+class DiscoverySchema(ma.Schema):
+    """The discovery document (OpenID Connect Discovery 1.0 / RFC 8414 field names)."""
+
+    issuer = fields.String(required=True, metadata={
+        "description": "the tokens' iss", "example": "https://api.example.com"})
+    jwks_uri = fields.String(required=True, metadata={
+        "example": "https://api.example.com/.well-known/jwks.json"})
+    introspection_endpoint = fields.String(required=True, metadata={
+        "example": "https://api.example.com/oauth/introspect"})
+    introspection_endpoint_auth_methods_supported = fields.List(
+        fields.String(), required=True, metadata={"example": ["client_secret_basic"]})
+    claims_supported = fields.List(fields.String(), required=True)
+    service_documentation = fields.String(metadata={
+        "description": "the API's documentation (/docs); absent when API_DOCS=0"})
+
+
+class JwkSchema(ma.Schema):
+    """A public key (RFC 7517): EC P-256 (ES256), RSA (RS256) or OKP Ed25519 (EdDSA)."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    kty = fields.String(required=True, validate=validate.OneOf(["EC", "RSA", "OKP"]))
+    kid = fields.String(required=True, metadata={"description": "RFC 7638 thumbprint"})
+    alg = fields.String(required=True, validate=validate.OneOf(["ES256", "RS256", "EdDSA"]))
+    use = fields.String(required=True, validate=validate.OneOf(["sig"]))
+    crv = fields.String(metadata={"description": "EC and OKP: P-256 or Ed25519"})
+    x = fields.String(metadata={"description": "EC and OKP, base64url"})
+    y = fields.String(metadata={"description": "EC, base64url"})
+    n = fields.String(metadata={"description": "RSA modulus, base64url"})
+    e = fields.String(metadata={"description": "RSA exponent, base64url"})
+
+
+class JwksSchema(ma.Schema):
+    keys = fields.List(fields.Nested(JwkSchema), required=True)
+
+
 class LoginSchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
@@ -393,7 +430,10 @@ class IntrospectionSchema(ma.Schema):
     jti = fields.String(metadata={"description": "the token's id"})
     exp = fields.Integer(metadata={"description": "expiry, seconds since the epoch"})
     iat = fields.Integer(metadata={"description": "issued at, seconds since the epoch"})
-    iss = fields.String(metadata={"description": "the issuer, API_BASE_URL; absent when unset"})
+    iss = fields.String(metadata={"description": "the issuer (JWT_ISSUER, else API_BASE_URL, "
+                                                 "else the server's URL root)"})
+    aud = fields.String(metadata={"description": "the audience (JWT_AUDIENCE), when the token "
+                                                 "has one"})
     token_type = fields.String(validate=validate.OneOf(["access", "refresh"]))
     unionid = fields.String(allow_none=True)
     account_id = fields.Integer(metadata={

@@ -110,6 +110,13 @@ def current_claims() -> dict[str, Any]:
     return g.wxauth_claims
 
 
+def issuer() -> str:
+    """The issuer of the tokens (``iss``) and of the discovery document: ``JWT_ISSUER``, else
+    ``API_BASE_URL``, else the URL root of the request (no trailing slash)."""
+    cfg = current_app.config
+    return cfg["JWT_ISSUER"] or cfg["API_BASE_URL"] or request.url_root.rstrip("/")
+
+
 def _bearer_token() -> str:
     header = request.headers.get("Authorization")
     if header is None:
@@ -138,10 +145,11 @@ def _version(value: Any) -> bool:
 
 # The claims of the tokens `sessions.issue` signs and what each must hold (bool is not int
 # here): a signed token whose claims are missing or malformed is token_invalid.
+# (``sid`` is ``fam`` in tokens from before ES256: `verified_claims` renames it)
 CLAIMS: dict[str, Callable[[Any], bool]] = {
-    "sub": _text, "appid": _text, "fam": _text, "jti": _text, "ver": _version,
+    "sub": _text, "appid": _text, "sid": _text, "jti": _text, "ver": _version,
     "exp": _time, "iat": _time, "type": lambda value: value in ("access", "refresh")}
-OPTIONAL_CLAIMS: dict[str, Callable[[Any], bool]] = {"nbf": _time}
+OPTIONAL_CLAIMS: dict[str, Callable[[Any], bool]] = {"nbf": _time, "iss": _text, "aud": _text}
 
 
 def _malformed_claim(claims: dict[str, Any]) -> str | None:
@@ -169,6 +177,8 @@ def verified_claims(encoded: str) -> dict[str, Any]:
     except (pyjwt.InvalidTokenError, JWTExtendedException) as exc:
         raise Problem("token_invalid", _l("The token is not valid (%(reason)s).",
                                           reason=str(exc))) from None
+    if "fam" in claims and "sid" not in claims:  # issued before ES256
+        claims["sid"] = claims.pop("fam")
     malformed = _malformed_claim(claims)
     if malformed:
         raise Problem("token_invalid", _l("The token is not valid (%(reason)s).",
