@@ -7,7 +7,7 @@
 const assert = require('node:assert/strict');
 const { after, before, describe, test } = require('node:test');
 
-const { createClient } = require('../wxauth.js');
+const { createClient } = require('../kit');
 const { createWx } = require('./wx-shim.js');
 const { startServer, emulatorPost } = require('./server.js');
 

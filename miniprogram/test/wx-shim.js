@@ -64,6 +64,7 @@ function createWx({ emulatorUrl, openid, corruptToken = false, language }) {
     getAppBaseInfo: language ? () => ({ language, SDKVersion: '3.0.0' }) : undefined,
     getStorageSync(key) { return storage.has(key) ? storage.get(key) : ''; },
     setStorageSync(key, value) { storage.set(key, value); },
+    removeStorageSync(key) { storage.delete(key); },
     checkSession({ success, fail }) {
       setImmediate(() => (sessionAlive ? success({ errMsg: 'checkSession:ok' })
         : fail({ errMsg: 'checkSession:fail session time out' })));

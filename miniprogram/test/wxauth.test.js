@@ -9,7 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { after, before, describe, test } = require('node:test');
 
-const { createClient, WxAuthError, userLanguage } = require('../wxauth.js');
+const { createClient, WxAuthError, userLanguage } = require('../kit');
 const { createWx } = require('./wx-shim.js');
 const { startServer, emulatorPost } = require('./server.js');
 
