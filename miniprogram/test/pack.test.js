@@ -52,8 +52,8 @@ after(() => {
 test('the tarball: package.json fields, the files, no dependencies', () => {
   const files = tarball.files.map((f) => f.path).sort();
   assert.deepEqual(files, ['miniprogram_dist/adapters.js', 'miniprogram_dist/core.js',
-    'miniprogram_dist/errors.js', 'miniprogram_dist/index.js', 'package.json', 'taro.d.ts',
-    'taro.js', 'types/index.d.ts', 'types/server.d.ts']);
+    'miniprogram_dist/errors.js', 'miniprogram_dist/index.js', 'package.json', 'README.md', 'taro.d.ts',
+    'taro.js', 'types/index.d.ts', 'types/server.d.ts'].sort());
   const pkg = JSON.parse(fs.readFileSync(path.join(project, 'node_modules', 'wxauth-kit', 'package.json'), 'utf8'));
   assert.equal(pkg.main, 'miniprogram_dist/index.js');
   assert.equal(pkg.types, 'types/index.d.ts');

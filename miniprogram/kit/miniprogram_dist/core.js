@@ -44,10 +44,12 @@ function always(p, fn) {
   return p.then((value) => { fn(); return value; }, (error) => { fn(); throw error; });
 }
 
-/** The endpoint of a request, as the Retry-After window counts them: 'POST /auth/login'. */
+/**
+ * The endpoint of a request, as the Retry-After window counts them: its method and URL
+ * without query or fragment, 'POST https://api.example.com/auth/login'.
+ */
 function endpointOf(method, url) {
-  const path = String(url).replace(/^https?:\/\/[^/]+/, '').split(/[?#]/)[0] || '/';
-  return `${method.toUpperCase()} ${path}`;
+  return `${method.toUpperCase()} ${String(url).split(/[?#]/)[0]}`;
 }
 
 /**
@@ -122,16 +124,20 @@ function createCore(adapter, options) {
    * @throws {WxAuthError} the open window's refusal, or network_error
    */
   function transmit(method, url, call) {
-    const endpoint = endpointOf(method, url);
+    const full = absolute(url);
+    const endpoint = endpointOf(method, full);
     const refused = refusal(endpoint);
     if (refused) return Promise.reject(refused);
-    const full = /^https?:\/\//.test(url) ? url : baseUrl + url;
     return call(full).then((res) => {
       remember(endpoint, res);
       return res;
     }, (err) => {
       throw new WxAuthError('network_error', 0, errMsgOf(err, 'request:fail'));
     });
+  }
+
+  function absolute(url) {
+    return /^https?:\/\//.test(url) ? url : baseUrl + url;
   }
 
   function headers(token) {
@@ -190,7 +196,7 @@ function createCore(adapter, options) {
     const attempt = before
       .then(() => {
         // no code is spent (and no session_key rotated) while the server said to wait
-        const refused = refusal(endpointOf('POST', '/auth/login'));
+        const refused = refusal(endpointOf('POST', absolute('/auth/login')));
         if (refused) throw refused;
         return loginCode();
       })

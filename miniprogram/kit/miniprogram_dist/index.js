@@ -110,7 +110,7 @@ function createClient(options) {
   else api = o.taro || null;
   if (!api) {
     throw new Error(platform === 'taro'
-      ? "createClient: pass taro (import Taro from '@tarojs/taro'), or use require('wxauth-kit/taro')"
+      ? "createClient: pass taro (import Taro from '@tarojs/taro'), or createClient of wxauth-kit/taro"
       : `createClient: the ${platform} object is not there`);
   }
   const adapter = platform === 'wx' ? adapters.wxAdapter(api)

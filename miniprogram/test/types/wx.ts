@@ -1,6 +1,9 @@
 // A native mini-program in TypeScript (miniprogram-api-typings): the kit's types against wx's.
 import { createClient, WxAuthError } from 'wxauth-kit';
 import type { LoginResult, LoginSession, ProblemCode, Profile, WxAuthErrorCode } from 'wxauth-kit';
+// the Taro entry's declarations, checked here without skipLibCheck
+import type { ClientOptions as TaroEntryOptions } from 'wxauth-kit/taro';
+export type TaroOptions = TaroEntryOptions;
 
 const auth = createClient({ baseUrl: 'https://api.example.com' }); // the global wx
 const explicit = createClient({ baseUrl: 'https://api.example.com', platform: 'wx', wx });
