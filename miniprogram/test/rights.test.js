@@ -1,6 +1,6 @@
 /**
- * wxauth.js: login with a phone code and deleteAccount(), against the real server and its
- * emulator on loopback (node --test, Node 20).
+ * The kit (wxauth-kit, wx adapter): login with a phone code and deleteAccount(), against
+ * the real server and its emulator on loopback (node --test, Node 20).
  */
 'use strict';
 

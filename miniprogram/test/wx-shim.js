@@ -1,6 +1,6 @@
 /**
- * A `wx` shim for tests: the APIs wxauth.js uses, on top of a real wxauth server and its
- * built-in WeChat emulator (no network beyond loopback).
+ * A `wx` shim for tests: the APIs the kit (wxauth-kit) uses, on top of a real wxauth server
+ * and its built-in WeChat emulator (no network beyond loopback).
  * - wx.login mints a real code from the emulator (POST <server>/_wechat/dev/code);
  * - wx.request / wx.uploadFile are real HTTP through fetch;
  * - wx.getAppBaseInfo().language is `language` (WeChat's spelling: 'zh_CN', 'en'…), when given;

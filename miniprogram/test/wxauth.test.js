@@ -1,5 +1,6 @@
 /**
- * wxauth.js against the real server and its emulator on loopback (node --test, Node 20).
+ * The kit (wxauth-kit) through its wx adapter against the real server and its emulator on
+ * loopback (node --test, Node 20).
  */
 'use strict';
 
