@@ -3,9 +3,10 @@
 # `make test`: the architecture contracts (.importlinter), the whole test suite (SQLite; more
 #              databases with TEST_DATABASE_URLS; the /docs browser test when chromium is
 #              installed) in parallel, one pytest-xdist worker per core (PYTEST_WORKERS=0:
-#              in one process; PYTEST_ARGS are passed on), and alongside it the mini-program
-#              helper's and the OpenAPI document's tests with node (a file per core at once;
-#              their output follows pytest's) when node and npm are installed
+#              in one process; PYTEST_ARGS are passed on), and alongside it the client kit's
+#              (miniprogram/kit: adapters, packed tarball, tsc) and the OpenAPI document's
+#              tests with node (a file per core at once; their output follows pytest's) when
+#              node and npm are installed
 # `make messages`: extract the translatable strings, update and compile the Chinese catalogue
 PYTHON ?= python3
 VENV   ?= .venv
@@ -47,16 +48,17 @@ test: install
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); status=$$?; \
 	if [ -n "$$node_pid" ]; then \
 		wait $$node_pid; node_status=$$?; \
-		echo "--- mini-program helper and OpenAPI document (node --test, run alongside pytest) ---"; \
+		echo "--- mini-program client kit and OpenAPI document (node --test, run alongside pytest) ---"; \
 		cat $$node_log; [ $$status -ne 0 ] || status=$$node_status; \
 	fi; \
 	rm -f $$node_log; exit $$status
 
-# the node tests' own packages (ajv for the OpenAPI test; jose for tests/test_keys_gunicorn.py,
-# which verifies tokens with the README's Node snippet), exactly as locked
+# the node tests' own packages (ajv for the OpenAPI test; acorn, typescript and the wx, uni
+# and Taro typings for the kit's; jose for tests/test_keys_gunicorn.py, which verifies tokens
+# with the README's Node snippet), exactly as locked (miniprogram/test/.npmrc: no peers)
 node-deps: $(NODE_TEST)/node_modules/.installed tests/js/node_modules/.installed
 
-$(NODE_TEST)/node_modules/.installed: $(NODE_TEST)/package.json $(NODE_TEST)/package-lock.json
+$(NODE_TEST)/node_modules/.installed: $(NODE_TEST)/package.json $(NODE_TEST)/package-lock.json $(NODE_TEST)/.npmrc
 	npm ci --prefix $(NODE_TEST) --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -1,6 +1,8 @@
-// The example mini-program. This folder (miniprogram/) is its root: the helper ./wxauth.js is
-// the one the node tests exercise, required in place, and the example's pages live in example/.
-const { createClient } = require('./wxauth.js');
+// The example mini-program. This folder (miniprogram/) is its root: the kit (kit/, the npm
+// package wxauth-kit) is the one the node tests exercise, required in place from its
+// miniprogram_dist (a project of yours: npm install, DevTools' "build npm", require('wxauth-kit')),
+// and the example's pages live in example/.
+const { createClient } = require('./kit/miniprogram_dist/index.js');
 const { baseUrl } = require('./example/config.js');
 
 App({

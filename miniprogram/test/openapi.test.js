@@ -5,17 +5,21 @@
  * - every schema compiles with ajv in strict mode (OpenAPI's `example` and `nullable` known);
  * - a valid instance of every schema validates: the real requests the server accepted and
  *   its real answers (log in through the emulator, profile, phone, avatar, refresh, errors),
- *   and the document's own error examples.
+ *   and the document's own error examples;
+ * - the kit's generated types (kit/types/server.d.ts: the problem codes, the profile, session
+ *   and login-result shapes) are what the document says today.
  */
 'use strict';
 
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const { after, before, test } = require('node:test');
 
 const Ajv = require('ajv');
 const addFormats = require('ajv-formats');
 
 const { startServer, emulatorPost } = require('./server.js');
+const openapiTypes = require('./openapi-types.js');
 
 const REF = '#/components/schemas/';
 let server;
@@ -242,4 +246,13 @@ test('real requests and answers validate against their schemas, every schema onc
   assert.equal((await call('DELETE', '/profile', { token: again.data.access_token, body: { code: confirm } })).status, 204);
 
   assert.deepEqual([...validated].sort(), Object.keys(doc.components.schemas).sort());
+});
+
+test("the kit's types are the document's: problem codes and shapes (kit/types/server.d.ts)", () => {
+  const expected = openapiTypes.render(doc);
+  const actual = fs.readFileSync(openapiTypes.TARGET, 'utf8');
+  assert.ok(actual === expected, 'miniprogram/kit/types/server.d.ts differs from the OpenAPI '
+    + 'document (a problem code or a shape changed): run node miniprogram/test/openapi-types.js --write');
+  assert.ok(doc.components.schemas.Problem.properties.code.enum.every(
+    (code) => actual.includes(`| '${code}'`)));
 });

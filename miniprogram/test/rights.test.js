@@ -1,13 +1,13 @@
 /**
- * wxauth.js: login with a phone code and deleteAccount(), against the real server and its
- * emulator on loopback (node --test, Node 20).
+ * The kit (wxauth-kit, wx adapter): login with a phone code and deleteAccount(), against
+ * the real server and its emulator on loopback (node --test, Node 20).
  */
 'use strict';
 
 const assert = require('node:assert/strict');
 const { after, before, describe, test } = require('node:test');
 
-const { createClient } = require('../wxauth.js');
+const { createClient } = require('../kit');
 const { createWx } = require('./wx-shim.js');
 const { startServer, emulatorPost } = require('./server.js');
 

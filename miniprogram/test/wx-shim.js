@@ -1,6 +1,6 @@
 /**
- * A `wx` shim for tests: the APIs wxauth.js uses, on top of a real wxauth server and its
- * built-in WeChat emulator (no network beyond loopback).
+ * A `wx` shim for tests: the APIs the kit (wxauth-kit) uses, on top of a real wxauth server
+ * and its built-in WeChat emulator (no network beyond loopback).
  * - wx.login mints a real code from the emulator (POST <server>/_wechat/dev/code);
  * - wx.request / wx.uploadFile are real HTTP through fetch;
  * - wx.getAppBaseInfo().language is `language` (WeChat's spelling: 'zh_CN', 'en'…), when given;
@@ -64,6 +64,7 @@ function createWx({ emulatorUrl, openid, corruptToken = false, language }) {
     getAppBaseInfo: language ? () => ({ language, SDKVersion: '3.0.0' }) : undefined,
     getStorageSync(key) { return storage.has(key) ? storage.get(key) : ''; },
     setStorageSync(key, value) { storage.set(key, value); },
+    removeStorageSync(key) { storage.delete(key); },
     checkSession({ success, fail }) {
       setImmediate(() => (sessionAlive ? success({ errMsg: 'checkSession:ok' })
         : fail({ errMsg: 'checkSession:fail session time out' })));

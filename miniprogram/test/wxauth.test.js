@@ -1,5 +1,6 @@
 /**
- * wxauth.js against the real server and its emulator on loopback (node --test, Node 20).
+ * The kit (wxauth-kit) through its wx adapter against the real server and its emulator on
+ * loopback (node --test, Node 20).
  */
 'use strict';
 
@@ -9,7 +10,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { after, before, describe, test } = require('node:test');
 
-const { createClient, WxAuthError, userLanguage } = require('../wxauth.js');
+const { createClient, WxAuthError, userLanguage } = require('../kit');
 const { createWx } = require('./wx-shim.js');
 const { startServer, emulatorPost } = require('./server.js');
 
