@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -543,12 +544,14 @@ def algorithm_cost(label: str, env: dict, args, tmp: Path, procs: Processes) -> 
     """The logins signed with each of `ALGORITHMS`: a server per algorithm, each on a fresh
     SQLite database of its own (one database would have each server retire the others' keys),
     warmed up alike, measured alternating; medians."""
-    servers = {}
-    for algorithm in ALGORITHMS:
+    def start(algorithm: str) -> tuple[subprocess.Popen, str, list[int]]:
         server_env = dict(env, JWT_ALGORITHM=algorithm,
                           DATABASE_URL=f"sqlite:///{tmp / f'bench-{algorithm}.db'}")
         master, url = start_wxauth(f"wxauth-{label}-{algorithm}", server_env, args, procs)
-        servers[algorithm] = (master, url, worker_pids(master.pid))
+        return master, url, worker_pids(master.pid)
+
+    with concurrent.futures.ThreadPoolExecutor(len(ALGORITHMS)) as pool:  # (started at once)
+        servers = dict(zip(ALGORITHMS, pool.map(start, ALGORITHMS)))
     try:
         for _, key, path in SCENARIOS[:2]:
             for _, url, _ in servers.values():

@@ -15,7 +15,7 @@ import requests
 import sqlalchemy as sa
 
 from helpers import APPID, JWT_KEY, OTHER_APPID, assert_problem, claims_of, emulator_stats
-from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
+from test_resilience_gunicorn import ONE_SHOT, two_instances
 from test_sessions_gunicorn import call, flask, log_in
 from wxauth.extensions import db
 from wxauth.models import LoginSession, ServiceClient
@@ -238,40 +238,33 @@ def test_a_logout_shows_inactive_on_the_other_instance_at_once(production_env, e
     an operator) are inactive at B's next introspection. Access lines never show the
     client's credentials."""
     env = dict(production_env, GUNICORN_ACCESSLOG="-")
-    a = start_gunicorn(env)
-    try:
-        b = start_gunicorn(dict(env, WXAUTH_INSTANCE_PATH=str(tmp_path / "instance-b")))
-        try:
-            credentials = parse_added(flask(env, "clients", "add", "gateway",
-                                            "--scope", "introspect"))
+    with two_instances(env, tmp_path) as (a, b):
+        credentials = parse_added(flask(env, "clients", "add", "gateway",
+                                        "--scope", "introspect"))
 
-            def active(url: str, token: str) -> bool:
-                response = requests.post(url + "/oauth/introspect", data={"token": token},
-                                         auth=credentials, headers=ONE_SHOT, timeout=30)
-                assert response.status_code == 200, response.text
-                return response.json()["active"]
+        def active(url: str, token: str) -> bool:
+            response = requests.post(url + "/oauth/introspect", data={"token": token},
+                                     auth=credentials, headers=ONE_SHOT, timeout=30)
+            assert response.status_code == 200, response.text
+            return response.json()["active"]
 
-            phone, tablet, laptop = (log_in(url, emulator, "o-two-introspect")
-                                     for url in (a.url, b.url, a.url))
-            assert all(active(url, body["access_token"]) for url in (a.url, b.url)
-                       for body in (phone, tablet, laptop))
-            assert call("POST", a.url, "/auth/logout", phone["access_token"]).status_code == 204
-            assert not active(b.url, phone["access_token"])
-            assert not active(b.url, phone["refresh_token"])
-            tablet_id = call("GET", b.url, "/auth/sessions",
-                             tablet["access_token"]).json()["sessions"]
-            tablet_id = next(s["id"] for s in tablet_id if s["current"])
-            flask(env, "users", "kick", "o-two-introspect", "--session", tablet_id)
-            assert not active(a.url, tablet["access_token"])
-            assert not active(b.url, tablet["access_token"])
-            assert active(b.url, laptop["access_token"])
-            flask(env, "users", "disable", "o-two-introspect", "--reason", "abuse")
-            assert not active(a.url, laptop["access_token"])
-            assert not active(b.url, laptop["access_token"])
-        finally:
-            b.stop()
-    finally:
-        a.stop()
+        phone, tablet, laptop = (log_in(url, emulator, "o-two-introspect")
+                                 for url in (a.url, b.url, a.url))
+        assert all(active(url, body["access_token"]) for url in (a.url, b.url)
+                   for body in (phone, tablet, laptop))
+        assert call("POST", a.url, "/auth/logout", phone["access_token"]).status_code == 204
+        assert not active(b.url, phone["access_token"])
+        assert not active(b.url, phone["refresh_token"])
+        tablet_id = call("GET", b.url, "/auth/sessions",
+                         tablet["access_token"]).json()["sessions"]
+        tablet_id = next(s["id"] for s in tablet_id if s["current"])
+        flask(env, "users", "kick", "o-two-introspect", "--session", tablet_id)
+        assert not active(a.url, tablet["access_token"])
+        assert not active(b.url, tablet["access_token"])
+        assert active(b.url, laptop["access_token"])
+        flask(env, "users", "disable", "o-two-introspect", "--reason", "abuse")
+        assert not active(a.url, laptop["access_token"])
+        assert not active(b.url, laptop["access_token"])
     logs = a.output() + b.output()
     assert "/oauth/introspect" in logs  # (access lines were written)
     assert credentials[1] not in logs and "Basic " not in logs

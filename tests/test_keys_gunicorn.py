@@ -23,7 +23,7 @@ import pytest
 
 import services
 from helpers import ROOT, claims_of, free_port
-from test_resilience_gunicorn import get, start_gunicorn
+from test_resilience_gunicorn import get, two_instances
 from test_sessions_gunicorn import flask, log_in
 from wxauth.infra import keys as codec
 
@@ -105,15 +105,8 @@ def test_rotation_reaches_every_instance_and_every_verifier(production_env, emul
     port_a = free_port()
     issuer = f"http://127.0.0.1:{port_a}"  # one public URL for both, as behind a balancer
     env = dict(production_env, JWT_ISSUER=issuer, SIGNING_KEYS_REFRESH="1")
-    a = start_gunicorn(env, port=port_a)
-    try:
-        b = start_gunicorn(dict(env, WXAUTH_INSTANCE_PATH=str(tmp_path / "instance-b")))
-        try:
-            check_rotation(env, a.url, b.url, issuer, emulator, tmp_path)
-        finally:
-            b.stop()
-    finally:
-        a.stop()
+    with two_instances(env, tmp_path, port_a) as (a, b):
+        check_rotation(env, a.url, b.url, issuer, emulator, tmp_path)
 
 
 def check_rotation(env, url_a: str, url_b: str, issuer: str, emulator, tmp_path) -> None:

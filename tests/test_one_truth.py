@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import services
 from faults import PrivateRedis
 from helpers import assert_problem
-from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
+from test_resilience_gunicorn import ONE_SHOT, two_instances as gunicorn_pair
 from test_sessions_gunicorn import call, flask, log_in
 from wxauth.extensions import db
 from wxauth.models import LoginSession
@@ -53,15 +53,8 @@ def two_instances(database_env, tmp_path):
     and a private Redis."""
     with PrivateRedis() as redis_server:
         env = dict(database_env, REDIS_URL=redis_server.url, REDIS_TIMEOUT="0.5")
-        a = start_gunicorn(env)
-        try:
-            b = start_gunicorn(dict(env, WXAUTH_INSTANCE_PATH=str(tmp_path / "instance-b")))
-            try:
-                yield env, a.url, b.url, redis_server
-            finally:
-                b.stop()
-        finally:
-            a.stop()
+        with gunicorn_pair(env, tmp_path) as (a, b):
+            yield env, a.url, b.url, redis_server
 
 
 def test_two_instances_one_truth(two_instances, emulator):

@@ -15,12 +15,15 @@ behind nginx configured as README's Production section says: ``proxy_pass`` with
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -45,6 +48,32 @@ def start_gunicorn(env: dict[str, str], port: int | None = None, **settings: str
     environment."""
     upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
     assert upgrade.returncode == 0, upgrade.stderr
+    return launch_gunicorn(env, port, **settings)
+
+
+@contextlib.contextmanager
+def two_instances(env: dict[str, str], tmp_path, port_a: int | None = None
+                  ) -> Iterator[tuple[Process, Process]]:
+    """Two gunicorn instances (`start_gunicorn`) on the database of `env`, migrated once,
+    started at the same time (B with an instance folder of its own); stopped afterwards."""
+    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    envs = [(env, port_a), (dict(env, WXAUTH_INSTANCE_PATH=str(tmp_path / "instance-b")), None)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(launch_gunicorn, e, port) for e, port in envs]
+    started = [f.result() for f in futures if f.exception() is None]
+    try:
+        for future in futures:
+            if future.exception() is not None:
+                raise future.exception()
+        yield started[0], started[1]
+    finally:
+        for server in started:
+            server.stop()
+
+
+def launch_gunicorn(env: dict[str, str], port: int | None = None, **settings: str) -> Process:
+    """`start_gunicorn` on a database migrated already."""
     port = port or free_port()
     env = dict(env, GUNICORN_BIND=f"127.0.0.1:{port}", LOGIN_RATE_LIMIT=LOGIN_LIMIT, **settings)
     server = Process(["gunicorn", "wsgi:app"], env, f"http://127.0.0.1:{port}")

@@ -8,7 +8,7 @@ import requests
 
 from faults import PrivateRedis
 from helpers import assert_problem, run
-from test_resilience_gunicorn import ONE_SHOT, start_gunicorn
+from test_resilience_gunicorn import ONE_SHOT, two_instances
 
 UA = {"User-Agent": "Mozilla/5.0 (Linux; Android 14) MicroMessenger/8.0.50", **ONE_SHOT}
 
@@ -35,15 +35,8 @@ def test_session_end_and_disable_reach_the_other_instance_at_once(production_env
                                                                    tmp_path):
     with PrivateRedis() as redis_server:
         env = dict(production_env, REDIS_URL=redis_server.url)
-        a = start_gunicorn(env)
-        try:
-            b = start_gunicorn(dict(env, WXAUTH_INSTANCE_PATH=str(tmp_path / "instance-b")))
-            try:
-                run_scenario(env, a.url, b.url, emulator)
-            finally:
-                b.stop()
-        finally:
-            a.stop()
+        with two_instances(env, tmp_path) as (a, b):
+            run_scenario(env, a.url, b.url, emulator)
 
 
 def run_scenario(env, a: str, b: str, emulator) -> None:
