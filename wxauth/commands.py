@@ -18,7 +18,8 @@ from .errors import Problem
 from .extensions import db
 from .infra.cipher import SessionKeyCipher
 from .models import Account, User
-from .services import clients, login_log, programs, rights, sessions, users
+from .services import (audit, clients, login_log, operators, programs, rights, sessions,
+                       users)
 from .state import EMULATOR_MOUNT, state
 from .web.schemas import ProfileSchema
 from .wechat import jsontext
@@ -29,6 +30,8 @@ apps_cli = AppGroup("apps", help="The mini-programs this server serves.")
 wechat_cli = AppGroup("wechat", help="The built-in WeChat emulator.")
 logs_cli = AppGroup("logs", help="The login log.")
 clients_cli = AppGroup("clients", help="Service clients of the /oauth endpoints.")
+operators_cli = AppGroup("operators", help="Operators of the support console (/admin/).")
+audit_cli = AppGroup("audit", help="The audit trail of operators' actions.")
 
 
 def _fmt(value) -> str:
@@ -284,14 +287,20 @@ def accounts_delete(account_id: int, yes: bool) -> None:
 
 @logs_cli.command("prune")
 @click.option("--days", type=int, help="Keep this many days [default: LOGIN_LOG_RETENTION_DAYS].")
-def logs_prune(days: int | None) -> None:
-    """Delete login-log rows, and ended or expired sessions, older than the retention.
+@click.option("--audit-days", type=int,
+              help="Keep this many days of the audit trail [default: AUDIT_RETENTION_DAYS].")
+def logs_prune(days: int | None, audit_days: int | None) -> None:
+    """Delete login-log rows, and ended or expired sessions, older than the retention; and
+    audit-trail rows older than AUDIT_RETENTION_DAYS.
 
     Run it daily from cron or a systemd timer (README, Users and sessions).
     """
     days = current_app.config["LOGIN_LOG_RETENTION_DAYS"] if days is None else days
+    audit_days = current_app.config["AUDIT_RETENTION_DAYS"] if audit_days is None else audit_days
     events, ended = login_log.prune(days, sessions.refresh_lifetime())
     click.echo(f"deleted {events} login-log rows and {ended} sessions older than {days} days")
+    pruned = audit.prune(audit_days)
+    click.echo(f"deleted {pruned} audit-trail rows older than {audit_days} days")
 
 
 # --- wechat ---------------------------------------------------------------------------------
@@ -461,3 +470,85 @@ def clients_remove(name: str) -> None:
     except clients.ClientError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"removed client {client.name} ({client.client_id})")
+
+
+# --- operators of the support console, and the audit trail ----------------------------------
+
+def _enrollment(enrollment: operators.Enrollment) -> None:
+    op = enrollment.operator
+    click.echo(f"name      {op.name}\nrole      {op.role}\npassword  {enrollment.password}\n"
+               f"totp      {enrollment.uri}\n\n"
+               "Shown this once: hand the password and the otpauth:// URI to the operator "
+               "(the console also shows the URI as a QR code at the first sign-in, and asks "
+               "for a new password).")
+
+
+def _cli_actor() -> str:
+    return f"cli:{_operator()}"
+
+
+@operators_cli.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(operators.ROLES),
+              help="viewer: search and read (phone numbers masked); support: also disable, "
+                   "enable, end sessions; admin: also delete, export, operators, audit.")
+def operators_add(name: str, role: str) -> None:
+    """Create an operator; print the initial password and the TOTP otpauth:// URI, once."""
+    try:
+        enrollment = operators.add(name, role, by=_cli_actor())
+    except operators.OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    _enrollment(enrollment)
+
+
+@operators_cli.command("list")
+def operators_list() -> None:
+    """List the operators (never a password, its hash or a TOTP secret)."""
+    from .models import utcnow
+
+    now = utcnow()
+    rows = [[o.name, o.role,
+             "disabled" if o.disabled_at else (
+                 "locked" if o.locked_until and o.locked_until > now else (
+                     "not enrolled" if o.enrolled_at is None else "active")),
+             _fmt(o.created_at), _fmt(o.last_sign_in_at)] for o in operators.all_operators()]
+    click.echo(_table(["name", "role", "state", "created (UTC)", "last sign-in (UTC)"], rows))
+
+
+@operators_cli.command("disable")
+@click.argument("name")
+def operators_disable(name: str) -> None:
+    """Disable an operator: sign-in refused, their console sessions end at once."""
+    try:
+        operators.disable(name, by=_cli_actor())
+    except operators.OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"disabled operator {name}")
+
+
+@operators_cli.command("reset")
+@click.argument("name")
+def operators_reset(name: str) -> None:
+    """New initial password and TOTP secret (printed once); enables and unlocks the
+    operator, ends their console sessions; they enroll again at the next sign-in."""
+    try:
+        enrollment = operators.reset(name, by=_cli_actor())
+    except operators.OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    _enrollment(enrollment)
+
+
+@audit_cli.command("show")
+@click.option("--operator", help="Only this operator's actions.")
+@click.option("--action", type=click.Choice(audit.ACTIONS), help="Only this action.")
+@click.option("--target", help="Only on this (e.g. account:12, user:34, operator:li).")
+@click.option("--limit", default=50, show_default=True, help="Newest first.")
+def audit_show(operator: str | None, action: str | None, target: str | None,
+               limit: int) -> None:
+    """The audit trail: who did what, when, from where, on whom, why, before and after."""
+    rows = [[_fmt(e.at), e.operator, _fmt(e.client_address), e.action, _fmt(e.target),
+             _fmt(e.reason), _fmt(e.before), _fmt(e.after), _fmt(e.detail)]
+            for e in audit.search(audit.Filters(operator=operator, action=action,
+                                                target=target), limit=limit)]
+    click.echo(_table(["time (UTC)", "operator", "address", "action", "target", "reason",
+                       "before", "after", "detail"], rows))
