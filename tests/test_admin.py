@@ -155,6 +155,23 @@ def test_operators_add_list_disable_reset_and_audit_show(app, runner):
     assert "operator_reset" in only and "operator_add" not in only
 
 
+def test_the_support_commands_are_audited_too(app, runner, server):
+    server.login("o-cli-audit")
+    account_id = account_of(app, "o-cli-audit")
+    for args in (["users", "disable", "o-cli-audit", "--reason", "phone call"],
+                 ["users", "enable", "o-cli-audit"], ["users", "kick", "o-cli-audit"],
+                 ["accounts", "disable", str(account_id), "--reason", "fraud"],
+                 ["accounts", "enable", str(account_id)],
+                 ["accounts", "delete", str(account_id), "--yes"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0, result.output
+    rows = audit_rows(app)
+    assert [e.action for e in rows] == ["disable_user", "enable_user", "end_sessions",
+                                        "disable_account", "enable_account", "delete_account"]
+    assert all(e.operator.startswith("cli:") for e in rows)
+    assert rows[0].reason == "phone call" and rows[-1].target == f"account:{account_id}"
+
+
 # --- signing in --------------------------------------------------------------------------------
 
 def test_first_sign_in_shows_the_qr_code_then_forces_a_new_password(app, runner):

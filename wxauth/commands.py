@@ -188,6 +188,8 @@ def users_disable(openid: str, appid: str | None, reason: str, by: str | None) -
     """Disable a user at once: logins and every token refused (403 user_disabled)."""
     (user,) = _users_by_openid(openid, appid)
     ended = users.disable_user(user, by=by or _operator(), reason=reason)
+    audit.record(_cli_actor(), "disable_user", target=f"user:{user.id}", reason=reason,
+                 after={"disabled": True, "sessions_ended": len(ended)})
     click.echo(f"disabled user {user.id} ({user.appid}/{user.openid}); "
                f"{len(ended)} sessions ended")
 
@@ -199,6 +201,8 @@ def users_enable(openid: str, appid: str | None) -> None:
     """Enable a disabled user: logins work again (tokens from before stay refused)."""
     (user,) = _users_by_openid(openid, appid)
     users.enable_user(user)
+    audit.record(_cli_actor(), "enable_user", target=f"user:{user.id}",
+                 after={"disabled": False})
     click.echo(f"enabled user {user.id} ({user.appid}/{user.openid})")
 
 
@@ -226,9 +230,13 @@ def users_kick(openid: str, appid: str | None, session_id: str | None) -> None:
             sessions.end_session(user, session_id, "kicked")
         except Problem as exc:  # session_not_found
             raise click.ClickException(exc.detail) from None
+        audit.record(_cli_actor(), "end_session", target=f"user:{user.id}",
+                     detail={"session": session_id})
         click.echo(f"ended session {session_id}")
         return
     ended = sessions.end_user_sessions([user.id], "kicked")
+    audit.record(_cli_actor(), "end_sessions", target=f"user:{user.id}",
+                 after={"sessions_ended": len(ended)})
     click.echo(f"ended {len(ended)} sessions of user {user.id} ({user.appid}/{user.openid})")
 
 
@@ -259,6 +267,8 @@ def accounts_disable(account_id: int, reason: str, by: str | None) -> None:
     """Disable the person of account ID in every app (present and future) at once."""
     account = _account(account_id)
     ended = users.disable_account(account, by=by or _operator(), reason=reason)
+    audit.record(_cli_actor(), "disable_account", target=f"account:{account.id}",
+                 reason=reason, after={"disabled": True, "sessions_ended": len(ended)})
     click.echo(f"disabled account {account.id}; {len(ended)} sessions ended")
 
 
@@ -268,6 +278,8 @@ def accounts_enable(account_id: int) -> None:
     """Enable a disabled account (tokens from before stay refused)."""
     account = _account(account_id)
     users.enable_account(account)
+    audit.record(_cli_actor(), "enable_account", target=f"account:{account.id}",
+                 after={"disabled": False})
     click.echo(f"enabled account {account.id}")
 
 
@@ -282,6 +294,8 @@ def accounts_delete(account_id: int, yes: bool) -> None:
     if not yes:
         click.confirm(f"Delete account {account.id} and every app user of it?", abort=True)
     erased = rights.erase_account(account.id)
+    audit.record(_cli_actor(), "delete_account", target=f"account:{account_id}",
+                 before={"app_users": len(erased)}, after={"deleted": True})
     click.echo(f"deleted account {account_id} and its {len(erased)} app users")
 
 

@@ -69,8 +69,7 @@ def search(actor: Actor, query: Search) -> tuple[list[User], bool]:
         elif query.by == "unionid":
             statement = statement.where(User.unionid == q)
         elif query.by == "phone":
-            statement = statement.where(or_(User.pure_phone_number == q,
-                                            User.phone_number == q))
+            statement = statement.where(User.pure_phone_number == q)
         elif query.by in ("user_id", "account_id"):
             if not q.isdigit() or len(q) > 18:
                 audit.record(actor.name, "search", address=actor.address,

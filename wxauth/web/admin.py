@@ -29,12 +29,12 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 
 from ..errors import PROBLEMS, Problem, localized_detail, problem_response
-from ..extensions import csrf
+from ..extensions import csrf, db
 from ..i18n import CHINESE, CONTENT_LANGUAGE, DEFAULT_LANGUAGE, current_language
 from ..models import Operator
 from ..services import audit, console, operators, programs
 from ..services.console import Actor
-from ..extensions import db
+from ..state import state
 from .schemas import ExportSchema
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", static_folder="../static/admin",
@@ -245,8 +245,6 @@ def sign_in():
 
 
 def _signin_limit():
-    from ..state import state
-
     return state().admin_signin_rate_limit
 
 
