@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,7 @@ def main() -> None:
     import contextlib
 
     import flask_migrate
+    from sqlalchemy import create_engine
     from sqlalchemy.exc import OperationalError
 
     from run import scratch_postgres
@@ -115,7 +117,9 @@ def main() -> None:
         with app.app_context():
             flask_migrate.upgrade()
             started = time.monotonic()
-            seed(db.engine, args.users)
+            seeder = create_engine(url)  # without the app's statement timeout
+            seed(seeder, args.users)
+            seeder.dispose()
             seeded = time.monotonic() - started
             rng = random.Random(24)
             actor = console.Actor("bench", "127.0.0.1")
@@ -135,6 +139,15 @@ def main() -> None:
                                  + GIVEN[(i // len(FAMILY)) % len(GIVEN)]) for i in picks]),
                 ("nickname prefix (1 character)", "prefix",
                  [console.Search(by="nickname", q=FAMILY[i % len(FAMILY)]) for i in picks]),
+                ("filter only: disabled (none are)", "prefix",
+                 [console.Search(by="openid", disabled=True)] * len(picks)),
+                ("filter only: created on one day", "prefix",
+                 [console.Search(by="openid", created_from=datetime.now(UTC) - timedelta(
+                     days=i % 11 + 1), created_to=datetime.now(UTC) - timedelta(days=i % 11))
+                  for i in picks]),
+                ("nickname prefix, not disabled", "prefix",
+                 [console.Search(by="nickname", q=FAMILY[i % len(FAMILY)], disabled=False)
+                  for i in picks]),
             ]
             print(f"\nthe console's search, {args.users:,} users on {label} (seeded in "
                   f"{seeded:.0f} s), server side (services.console.search, its audit row "
@@ -160,31 +173,17 @@ def main() -> None:
 
 def index_used(db, query, label: str) -> str:
     """The indexes the plan of `query`'s search names (PostgreSQL's EXPLAIN; SQLite's
-    EXPLAIN QUERY PLAN)."""
-    from sqlalchemy import select, text
-
-    from wxauth.models import User
+    EXPLAIN QUERY PLAN), for the very statement `console.search` runs."""
     from wxauth.services import console
 
-    statement = select(User.id)
-    q = query.q
-    if query.by == "openid":
-        statement = statement.where(User.openid == q)
-    elif query.by == "unionid":
-        statement = statement.where(User.unionid == q)
-    elif query.by == "phone":
-        statement = statement.where(User.pure_phone_number == q)
-    elif query.by == "user_id":
-        statement = statement.where(User.id == int(q))
-    elif query.by == "account_id":
-        statement = statement.where(User.account_id == int(q))
-    else:
-        statement = statement.where(User.nickname.like(console._like_prefix(q), escape="\\"))
-    statement = statement.order_by(User.id.desc()).limit(console.PAGE + 1)
-    compiled = statement.compile(db.engine, compile_kwargs={"literal_binds": True})
+    compiled = console.search_statement(query).compile(db.engine)
+    params = compiled.construct_params()
+    if compiled.positional:
+        params = tuple(params[name] for name in compiled.positiontup)
     explain = "EXPLAIN" if label == "postgresql" else "EXPLAIN QUERY PLAN"
-    plan = "\n".join(str(row[-1]) for row in db.session.execute(text(f"{explain} {compiled}")))
-    names = sorted(set(re.findall(r"\b(ix_\w+|uq_\w+|users_pkey)\b", plan)))
+    rows = db.session.connection().exec_driver_sql(f"{explain} {compiled}", params)
+    plan = "\n".join(str(row[-1]) for row in rows)
+    names = sorted(set(re.findall(r"\b(ix_\w+|uq_\w+|\w+_pkey)\b", plan)))
     return ", ".join(names) or "(no index: " + plan.splitlines()[0][:60] + ")"
 
 

@@ -447,6 +447,7 @@ def test_the_person_page_and_ending_sessions(app, runner, server):
     assert actions.count("end_session") == 1 and actions.count("end_sessions") == 1
 
 
+@pytest.mark.databases  # (the queries of search, logs and deletion on each)
 def test_delete_needs_the_typed_id_and_a_fresh_code_and_export_a_code(app, runner, server):
     tokens = server.login("o-leaving")
     account_id = account_of(app, "o-leaving")
@@ -476,6 +477,7 @@ def test_delete_needs_the_typed_id_and_a_fresh_code_and_export_a_code(app, runne
 
 # --- search, bulk, login log, audit --------------------------------------------------------
 
+@pytest.mark.databases  # (the queries of search, logs and deletion on each)
 def test_search_filters_pagination_and_bulk(app, runner, server):
     server.login("o-find-me", unionid="u-find-me")
     with app.app_context():
@@ -523,6 +525,7 @@ def test_search_filters_pagination_and_bulk(app, runner, server):
     assert json.loads(searches[0].detail) == {"by": "openid", "q": "o-find-me"}
 
 
+@pytest.mark.databases  # (the queries of search, logs and deletion on each)
 def test_the_login_log_and_the_audit_pages(app, runner, server):
     server.login("o-logs")
     code = server.emulator.mint("o-logs")["code"]

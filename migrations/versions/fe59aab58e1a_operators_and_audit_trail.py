@@ -63,11 +63,19 @@ def upgrade():
         batch_op.create_index('ix_users_nickname', ['nickname'], unique=False, postgresql_ops={'nickname': 'varchar_pattern_ops'})
         batch_op.create_index('ix_users_openid', ['openid'], unique=False)
         batch_op.create_index('ix_users_pure_phone_number', ['pure_phone_number'], unique=False)
+        batch_op.create_index('ix_users_disabled_at', ['disabled_at'], unique=False)
+        batch_op.create_index('ix_users_created_at', ['created_at'], unique=False)
+    with op.batch_alter_table('accounts', schema=None) as batch_op:
+        batch_op.create_index('ix_accounts_disabled_at', ['disabled_at'], unique=False)
 
 
 
 def downgrade():
+    with op.batch_alter_table('accounts', schema=None) as batch_op:
+        batch_op.drop_index('ix_accounts_disabled_at')
     with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_index('ix_users_created_at')
+        batch_op.drop_index('ix_users_disabled_at')
         batch_op.drop_index('ix_users_pure_phone_number')
         batch_op.drop_index('ix_users_openid')
         batch_op.drop_index('ix_users_nickname', postgresql_ops={'nickname': 'varchar_pattern_ops'})
