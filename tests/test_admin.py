@@ -475,6 +475,30 @@ def test_delete_needs_the_typed_id_and_a_fresh_code_and_export_a_code(app, runne
     assert len(audit_rows(app, AuditEvent.action == "export_account")) == 1
 
 
+def test_an_admin_adds_and_disables_operators_in_the_console(app, runner):
+    console, codes, _ = enrolled(app, runner, "chief", "admin")
+    console.get("/admin/operators")
+    refused = console.post("/admin/operators/add", {"name": "new.one", "role": "support",
+                                                    "totp": "000000"})
+    assert refused.status_code == 302 and "new.one" not in runner.invoke(
+        args=["operators", "list"]).output
+    added = console.post("/admin/operators/add", {"name": "new.one", "role": "support",
+                                                  "totp": codes()})
+    page = text(added)
+    assert added.status_code == 200 and "otpauth://totp/" in page
+    password = re.search(r'Initial password: <span class="mono">([^<]+)<', page).group(1)
+    newcomer = Console(app.test_client())
+    assert newcomer.sign_in("new.one", password).location.endswith("/admin/enroll")
+    console.get("/admin/operators")
+    assert console.post("/admin/operators/new.one/disable", {"totp": codes()}
+                        ).location.endswith("/admin/operators")
+    assert newcomer.get("/admin/enroll").location.startswith("/admin/sign-in")
+    rows = audit_rows(app, AuditEvent.target == "operator:new.one")
+    assert [(e.operator, e.action) for e in rows] == [
+        ("chief", "operator_add"), ("new.one", "sign_in"), ("chief", "operator_disable")]
+    assert password not in " ".join(str(e.after) + str(e.detail) for e in rows)
+
+
 # --- search, bulk, login log, audit --------------------------------------------------------
 
 @pytest.mark.databases  # (the queries of search, logs and deletion on each)

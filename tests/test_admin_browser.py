@@ -183,7 +183,7 @@ def test_support_work_in_the_browser_end_to_end(console, emulator):
     viewer.goto(f"{url}/admin/accounts/{account_id}")
     assert viewer.locator("#account-disable").count() == 0
     token = viewer.locator("input[name=csrf_token]").first.get_attribute("value")
-    forbidden = viewer.request.post(f"{url}/admin/accounts/{account_id}/enable",
+    forbidden = viewer.request.post(f"{url}/admin/accounts/{account_id}/disable",
                                     form={"csrf_token": token, "reason": "let me"})
     assert forbidden.status == 403 and 'id="problem-code">forbidden<' in forbidden.text()
 
