@@ -172,6 +172,28 @@ def test_the_support_commands_are_audited_too(app, runner, server):
     assert rows[0].reason == "phone call" and rows[-1].target == f"account:{account_id}"
 
 
+def test_reencrypt_moves_the_totp_secrets_and_a_lost_key_opens_no_sign_in(app, app_config,
+                                                                           runner):
+    from cryptography.fernet import Fernet
+
+    from wxauth import create_app
+
+    console, codes, password = enrolled(app, runner, "keys", "viewer")
+    new_key = Fernet.generate_key().decode()
+    rotated = create_app({**app_config, "SESSION_KEY_ENCRYPTION_KEY":
+                          f"{new_key},{app_config['SESSION_KEY_ENCRYPTION_KEY']}"})
+    result = rotated.test_cli_runner().invoke(args=["users", "reencrypt"])
+    assert "re-encrypted 1 operators' TOTP secrets" in result.output, result.output
+    # with only the new key the secret still opens: a code signs in
+    only_new = create_app({**app_config, "SESSION_KEY_ENCRYPTION_KEY": new_key})
+    assert Console(only_new.test_client()).sign_in("keys", password, codes()
+                                                    ).location.endswith("/admin/")
+    # with a key that opens nothing, the secret reads "": every code is refused (401, not a
+    # 500: pyotp refuses an empty secret), until `operators reset`
+    lost = create_app({**app_config, "SESSION_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode()})
+    assert Console(lost.test_client()).sign_in("keys", password, codes()).status_code == 401
+
+
 # --- signing in --------------------------------------------------------------------------------
 
 def test_first_sign_in_shows_the_qr_code_then_forces_a_new_password(app, runner):

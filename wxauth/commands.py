@@ -124,18 +124,31 @@ def users_revoke_tokens(openid: str, appid: str | None) -> None:
 @users_cli.command("reencrypt")
 @click.option("--batch", default=500, show_default=True, help="Rows per transaction.")
 def users_reencrypt(batch: int) -> None:
-    """Re-encrypt every stored session_key under the newest SESSION_KEY_ENCRYPTION_KEY.
+    """Re-encrypt every stored session_key (and every console operator's TOTP secret) under
+    the newest SESSION_KEY_ENCRYPTION_KEY.
 
     Run after putting a new key first in the list; then the old keys can be removed.
     Rows no configured key opens are counted and left alone.
     """
+    moved, unreadable = _reencrypt("users", "session_key", batch)
+    click.echo(f"re-encrypted {moved} session_keys under the newest key"
+               + (f"; {unreadable} opened with no configured key (left alone)" if unreadable else ""))
+    moved, unreadable = _reencrypt("operators", "totp_secret", batch)
+    if moved or unreadable:
+        click.echo(f"re-encrypted {moved} operators' TOTP secrets under the newest key"
+                   + (f"; {unreadable} opened with no configured key (left alone: `operators "
+                      "reset` them)" if unreadable else ""))
+
+
+def _reencrypt(table: str, column: str, batch: int) -> tuple[int, int]:
+    """(rows moved to the newest key, rows no configured key opens) of `table`.`column`."""
     cipher: SessionKeyCipher = state().cipher
-    raw = sa.table("users", sa.column("id", sa.Integer), sa.column("session_key", sa.String))
+    raw = sa.table(table, sa.column("id", sa.Integer), sa.column(column, sa.String))
     moved = unreadable = 0
     last_id = 0
     while True:
         rows = db.session.execute(
-            sa.select(raw.c.id, raw.c.session_key).where(raw.c.id > last_id)
+            sa.select(raw.c.id, raw.c[column]).where(raw.c.id > last_id)
             .order_by(raw.c.id).limit(batch)).all()
         if not rows:
             break
@@ -151,11 +164,10 @@ def users_reencrypt(batch: int) -> None:
             except InvalidToken:
                 unreadable += 1
                 continue
-            db.session.execute(raw.update().where(raw.c.id == row_id).values(session_key=new))
+            db.session.execute(raw.update().where(raw.c.id == row_id).values(**{column: new}))
             moved += 1
         db.session.commit()
-    click.echo(f"re-encrypted {moved} session_keys under the newest key"
-               + (f"; {unreadable} opened with no configured key (left alone)" if unreadable else ""))
+    return moved, unreadable
 
 
 # --- disable, sessions, login log (support desk) ----------------------------------------------

@@ -190,7 +190,8 @@ def accept_code(operator: Operator, code: str, now: float | None = None) -> bool
     """Whether `code` is a current TOTP code of `operator` (one step either side) not used
     before; accepting it records its step (committed), so it is never accepted again."""
     code = (code or "").strip()
-    if not re.fullmatch(r"\d{6}", code):
+    # ("": a secret no configured SESSION_KEY_ENCRYPTION_KEY opens: never a key anyone knows)
+    if not re.fullmatch(r"\d{6}", code) or not operator.totp_secret:
         return False
     totp = pyotp.TOTP(operator.totp_secret)
     current = int((time.time() if now is None else now) // STEP)
