@@ -279,6 +279,23 @@ def test_an_address_failing_too_often_is_slowed_for_every_name(app, runner):
 test_an_address_failing_too_often_is_slowed_for_every_name.signin_limit = "3 per minute"
 
 
+def test_wrong_codes_after_sign_in_count_too(app, runner, server):
+    """A stolen session cannot try the million codes of a destructive action or of the
+    enrollment: their wrong codes count in ADMIN_SIGNIN_RATE_LIMIT like failed sign-ins."""
+    server.login("o-guess")
+    account_id = account_of(app, "o-guess")
+    console, codes, _ = enrolled(app, runner, "guess", "admin")
+    console.get(f"/admin/accounts/{account_id}")
+    for code in ("000000", "111111", "222222", codes()):  # 3 allowed; then even the right one
+        exported = console.post(f"/admin/accounts/{account_id}/export", {"totp": code})
+        assert exported.status_code == 302
+    assert "Too many failed sign-ins" in text(console.get(f"/admin/accounts/{account_id}"))
+    assert not audit_rows(app, AuditEvent.action == "export_account")
+
+
+test_wrong_codes_after_sign_in_count_too.signin_limit = "3 per minute"
+
+
 def test_disabled_operator_is_signed_out_and_told_only_with_the_right_credentials(app, runner):
     console, codes, password = enrolled(app, runner, "sun", "support")
     assert runner.invoke(args=["operators", "disable", "sun"]).exit_code == 0

@@ -191,10 +191,29 @@ def needs(right: str):
     return decorator
 
 
+def _code_guessing() -> bool:
+    """Whether this address has used up ``ADMIN_SIGNIN_RATE_LIMIT``: then no code is even
+    checked (wrong codes at enrollment and for destructive actions count there too, so a
+    stolen session cannot try the million codes)."""
+    window = _signin_limit().exhausted(request.remote_addr or "-")
+    if window is not None:
+        flash(_("Too many failed sign-ins from this address: try again in %(minutes)s minutes.",
+                minutes=max(1, math.ceil((window.reset_at - time.time()) / 60))), "error")
+        return True
+    return False
+
+
+def _wrong_code() -> None:
+    _signin_limit().hit(request.remote_addr or "-", request.headers.get("User-Agent"))
+
+
 def _fresh_code() -> bool:
     """The form's ``totp`` field is a fresh code of the operator's (destructive actions)."""
+    if _code_guessing():
+        return False
     if operators.accept_code(g.operator, request.form.get("totp", "")):
         return True
+    _wrong_code()
     flash(_("That code is wrong or was used already: wait for the next code of your "
             "authenticator app and try again."), "error")
     return False
@@ -274,11 +293,12 @@ def enroll():
     if operator.enrolled_at is not None:
         return redirect(url_for("admin.search"))
     uri = operators.provisioning_uri(operator)
-    if request.method == "POST":
+    if request.method == "POST" and not _code_guessing():
         if operators.enroll(operator, request.form.get("totp", ""),
                             address=request.remote_addr):
             _set_stage(operator)
             return redirect(url_for(STAGES.get(session.get("stage"), "admin.search")))
+        _wrong_code()
         flash(_("That code is wrong: scan the QR code again and enter the code your app "
                 "shows now."), "error")
     qr = segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff")
