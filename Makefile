@@ -67,9 +67,12 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 	touch $@
 
 # The login-path benchmark (bench/run.py); installs wrk from Debian's packages when missing.
+# Then the support console's search over 1,000,000 users on PostgreSQL (bench/search.py;
+# SEARCH_ARGS, e.g. --postgres URL; skipped when no PostgreSQL answers).
 bench: install
 	@command -v wrk >/dev/null 2>&1 || (apt-get install -y wrk || sudo apt-get install -y wrk)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/search.py $(SEARCH_ARGS)
 
 # The Chinese problem texts (wxauth/i18n.py): strings marked with _l → messages.pot → the
 # zh_Hans catalogue (new entries come in empty: translate them, then run this again) → .mo,

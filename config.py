@@ -14,7 +14,8 @@ Which rules apply depends on the mode:
   instance folder;
 - production (everything else, e.g. `gunicorn wsgi:app`): the app refuses to start without
   `WECHAT_APPID` and `WECHAT_SECRET` (or `WECHAT_APPS`), `SESSION_KEY_ENCRYPTION_KEY`,
-  `ERASURE_KEY`, and `JWT_SECRET_KEY` with `JWT_ALGORITHM=HS256`.
+  `ERASURE_KEY`, `JWT_SECRET_KEY` with `JWT_ALGORITHM=HS256`, and `SECRET_KEY` while the
+  support console (`ADMIN_CONSOLE`) is on.
 Both modes generate the first token-signing key (ES256 by default) in the database when
 there is none (`wxauth.services.keys`).
 """
@@ -252,6 +253,26 @@ class Config:
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = None  # flask-smorest's own document routes: off (wxauth.web.docs)
 
+    # --- Support console (/admin/, wxauth.web.admin; README, Support console) ----------------
+    # 1 (default): serve the console; 0: no /admin/ route at all
+    ADMIN_CONSOLE = env_str("ADMIN_CONSOLE", "1")
+    # signs the console's session cookie (Flask's own key); required in production while the
+    # console is on; development keeps a random one in the instance folder
+    SECRET_KEY = env_str("SECRET_KEY")
+    # failed console sign-ins per client address (any operator name); once used up, that
+    # address is refused (429) until the window ends
+    ADMIN_SIGNIN_RATE_LIMIT = env_str("ADMIN_SIGNIN_RATE_LIMIT", "20 per 15 minutes")
+    # Days the audit trail (audit_events) keeps a row; `flask logs prune` deletes older rows.
+    AUDIT_RETENTION_DAYS = env_number("AUDIT_RETENTION_DAYS", 365, int)
+    ADMIN_IDLE_TIMEOUT = 30 * 60  # seconds without a request before the console signs out
+    ADMIN_ABSOLUTE_TIMEOUT = 12 * 3600  # seconds after sign-in, whatever happens
+    SESSION_COOKIE_NAME = "wxauth_admin"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Strict"
+    SESSION_COOKIE_PATH = "/admin"
+    WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the console session
+    WTF_CSRF_CHECK_DEFAULT = False  # only the console's views are checked (web.admin)
+
 
 # --- validation and completion -----------------------------------------------------------
 
@@ -271,6 +292,7 @@ JWT_KEY_FILE = "jwt-secret.key"
 JWT_ALGORITHMS = ("ES256", "RS256", "EdDSA", "HS256")
 SESSION_KEY_FILE = "session-key-encryption.key"
 ERASURE_KEY_FILE = "erasure.key"
+SECRET_KEY_FILE = "flask-secret.key"
 
 
 def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: bool) -> None:
@@ -328,6 +350,7 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
     check(_jwt_key, cfg, instance_path, production)
     check(_session_keys, cfg, instance_path, production)
     check(_erasure_key, cfg, instance_path, production)
+    check(_admin_console, cfg, instance_path, production)
     if not cfg.get("MEDIA_ROOT"):
         cfg["MEDIA_ROOT"] = str(Path(instance_path) / "media")
 
@@ -337,7 +360,7 @@ def complete(cfg: MutableMapping[str, Any], *, instance_path: str, production: b
         problems.append("METRICS_TOKEN is shorter than 16 characters: use a long random token, "
                         "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
-    for name in ("LOGIN_RATE_LIMIT", "CLIENT_AUTH_RATE_LIMIT"):
+    for name in ("LOGIN_RATE_LIMIT", "CLIENT_AUTH_RATE_LIMIT", "ADMIN_SIGNIN_RATE_LIMIT"):
         try:
             parse_many(cfg[name])
         except (ValueError, TypeError):
@@ -383,6 +406,39 @@ def _jwt_key(cfg: MutableMapping[str, Any], instance_path: str, production: bool
     elif production and len(cfg["JWT_SECRET_KEY"].encode()) < 32:
         raise ConfigError("JWT_SECRET_KEY is shorter than 32 bytes: use 32+ random bytes, e.g. "
                           "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
+
+
+def _admin_console(cfg: MutableMapping[str, Any], instance_path: str,
+                   production: bool) -> None:
+    """``ADMIN_CONSOLE`` to a bool; while it is on, Flask's ``SECRET_KEY`` (the console's
+    session cookie) is required in production, kept in the instance folder in development;
+    the cookie is ``Secure`` in production."""
+    value = cfg.get("ADMIN_CONSOLE")
+    text = str(value).strip().lower()
+    if isinstance(value, bool):
+        cfg["ADMIN_CONSOLE"] = value
+    elif text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        cfg["ADMIN_CONSOLE"] = text in ("1", "true", "yes", "on")
+    else:
+        cfg["ADMIN_CONSOLE"] = False
+        raise ConfigError(f"ADMIN_CONSOLE={value!r} is not a switch: write ADMIN_CONSOLE=1 "
+                          "(serve the support console at /admin/) or ADMIN_CONSOLE=0 (no console)")
+    if not cfg["ADMIN_CONSOLE"]:
+        return
+    if production:  # HTTPS only (nginx terminates TLS; README, Support console)
+        cfg["SESSION_COOKIE_SECURE"] = True
+    generate = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    key = cfg.get("SECRET_KEY")
+    if not key:
+        if production:
+            raise ConfigError("SECRET_KEY is not set: production needs a key of 32+ random bytes "
+                              f"to sign the support console's sessions, e.g. {generate} (or "
+                              "ADMIN_CONSOLE=0: no console)")
+        cfg["SECRET_KEY"] = _instance_secret(instance_path, SECRET_KEY_FILE,
+                                             lambda: secrets.token_urlsafe(48))
+    elif production and len(str(key).encode()) < 32:
+        raise ConfigError(f"SECRET_KEY is shorter than 32 bytes: use 32+ random bytes, e.g. "
+                          f"{generate}")
 
 
 def _erasure_key(cfg: MutableMapping[str, Any], instance_path: str, production: bool) -> None:

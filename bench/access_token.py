@@ -58,7 +58,7 @@ def main() -> None:
     env = {**os.environ, "FLASK_DEBUG": "0", "WECHAT_APPID": appid, "WECHAT_SECRET": secret,
            "WECHAT_API_BASE": f"http://127.0.0.1:{emulator_port}",
            "DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
-           "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+           "JWT_SECRET_KEY": secrets.token_urlsafe(48), "SECRET_KEY": secrets.token_urlsafe(48),
            "SESSION_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
            "ERASURE_KEY": secrets.token_urlsafe(48),
            "REDIS_URL": args.redis, "REDIS_PREFIX": f"wxauth-bench:{secrets.token_hex(4)}:",

@@ -422,7 +422,7 @@ def server_env(standin_url: str, database_url: str, instance_path: Path,
     in the way, Redis at `redis_url` ("" = the in-process store)."""
     return {"FLASK_DEBUG": "0", "WECHAT_APPID": APPID, "WECHAT_SECRET": secrets.token_hex(16),
             "WECHAT_API_BASE": standin_url, "DATABASE_URL": database_url,
-            "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+            "JWT_SECRET_KEY": secrets.token_urlsafe(48), "SECRET_KEY": secrets.token_urlsafe(48),
             "SESSION_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "ERASURE_KEY": secrets.token_urlsafe(48),
             "LOGIN_RATE_LIMIT": "100000000 per minute", "WECHAT_WATERMARK_MAX_AGE": "3600",

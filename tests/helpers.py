@@ -31,6 +31,7 @@ OTHER_SECRET = "other-secret-" + secrets.token_hex(8)
 JWT_KEY = secrets.token_urlsafe(48)
 SESSION_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
 ERASURE_KEY = secrets.token_urlsafe(48)
+FLASK_SECRET_KEY = secrets.token_urlsafe(48)  # SECRET_KEY: the support console's sessions
 
 
 class _UnloggedRequests(WSGIRequestHandler):
@@ -238,7 +239,7 @@ def production_environment(tmp_path, emulator_url: str, database_url: str | None
                        WECHAT_API_BASE=emulator_url,
                        DATABASE_URL=database_url or f"sqlite:///{tmp_path / 'prod.db'}",
                        JWT_SECRET_KEY=JWT_KEY, SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
-                       ERASURE_KEY=ERASURE_KEY, **values)
+                       ERASURE_KEY=ERASURE_KEY, SECRET_KEY=FLASK_SECRET_KEY, **values)
 
 
 def run(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:

@@ -97,3 +97,20 @@ def test_table_prints_the_login_logs_cost(tmp_path):
     refused = re.search(r"^database statements per 10,000 refused logins .*\[sqlite\]: "
                         r"(\d+), of which (\d+) writes$", result.stdout, re.M)
     assert refused and int(refused[2]) <= 100, result.stdout
+
+
+def test_search_benchmark_prints_every_search(tmp_path):
+    """bench/search.py, tiny and on SQLite (no timing asserted): a row per search, with its
+    figures, target and index."""
+    result = subprocess.run([sys.executable, "bench/search.py", "--sqlite", "--users", "300",
+                             "--repeat", "2"], cwd=ROOT, env=environment(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for row, index in (("openid", "ix_users_openid"), ("unionid", "ix_users_unionid"),
+                       ("phone", "ix_users_pure_phone_number"),
+                       ("account id", "ix_users_account_id"), ("user id", ""),
+                       ("nickname prefix (2 characters)", ""),
+                       ("nickname prefix (1 character)", "")):
+        line = re.search(rf"^{re.escape(row)}\s+(\d+\.\d)\s+(\d+\.\d)\s+2\s+≤ \d+ ms "
+                         r"(met|MISSED)\s+(.*)$", result.stdout, re.M)
+        assert line and index in line[4], (row, result.stdout)

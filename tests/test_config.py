@@ -16,7 +16,7 @@ import config
 import services
 from config import APPID_SHAPE, ConfigError
 from faults import PrivateRedis
-from helpers import (APPID, ERASURE_KEY, JWT_KEY, ROOT, SECRET, SESSION_KEY_ENCRYPTION_KEY,
+from helpers import (FLASK_SECRET_KEY, APPID, ERASURE_KEY, JWT_KEY, ROOT, SECRET, SESSION_KEY_ENCRYPTION_KEY,
                      environment,
                      free_port, run)
 from wxauth import create_app
@@ -37,6 +37,7 @@ BAD = [
     ("LOG_FORMAT", "xml", "write one of text, json"),
     ("JWT_ALGORITHM", "ES512", "write one of ES256, RS256, EdDSA, HS256"),
     ("SESSION_KEY_ENCRYPTION_KEY", "", "SESSION_KEY_ENCRYPTION_KEY is not set"),
+    ("SECRET_KEY", "", "SECRET_KEY is not set"),  # while the support console is on (default)
 ]
 
 
@@ -97,7 +98,7 @@ def test_processes_stop_with_one_line_per_problem(tmp_path, command):
     and no pid file left behind."""
     env = environment(tmp_path, WECHAT_SECRET=SECRET, JWT_SECRET_KEY=JWT_KEY,
                       SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
-                      ERASURE_KEY=ERASURE_KEY, GUNICORN_BIND=f"127.0.0.1:{free_port()}", GUNICORN_WORKERS="2",
+                      ERASURE_KEY=ERASURE_KEY, SECRET_KEY=FLASK_SECRET_KEY, GUNICORN_BIND=f"127.0.0.1:{free_port()}", GUNICORN_WORKERS="2",
                       **{name: value for name, value, _ in BAD[:6]})
     pidfile = tmp_path / "gunicorn.pid"
     if command[0] == "gunicorn":

@@ -11,7 +11,7 @@ import requests
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from helpers import (APPID, ERASURE_KEY, JWT_KEY, SECRET, SESSION_KEY_ENCRYPTION_KEY, LiveServer, Process,
+from helpers import (FLASK_SECRET_KEY, APPID, ERASURE_KEY, JWT_KEY, SECRET, SESSION_KEY_ENCRYPTION_KEY, LiveServer, Process,
                      ServerClient, environment, free_port, run_threads)
 from wxauth import create_app
 from wxauth.extensions import db
@@ -140,7 +140,7 @@ def _production_env(tmp_path, emulator, database_url: str, **extra) -> dict[str,
                        WECHAT_API_BASE=emulator.url, DATABASE_URL=database_url,
                        JWT_SECRET_KEY=JWT_KEY,
                        SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
-                       ERASURE_KEY=ERASURE_KEY, **extra)
+                       ERASURE_KEY=ERASURE_KEY, SECRET_KEY=FLASK_SECRET_KEY, **extra)
 
 
 def test_32_first_logins_through_a_multi_worker_gunicorn(app, emulator, tmp_path):

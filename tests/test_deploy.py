@@ -61,7 +61,8 @@ def test_gunicorn_two_workers_in_production_mode(production_env, emulator):
 
 
 @pytest.mark.parametrize("missing", ["WECHAT_APPID", "WECHAT_SECRET", "JWT_SECRET_KEY",
-                                     "SESSION_KEY_ENCRYPTION_KEY", "ERASURE_KEY"])
+                                     "SESSION_KEY_ENCRYPTION_KEY", "ERASURE_KEY",
+                                     "SECRET_KEY"])
 def test_production_refuses_to_start_without(production_env, missing):
     # (JWT_SECRET_KEY is needed with HS256 only: ES256 keys live in the database)
     env = dict(production_env, JWT_ALGORITHM="HS256", **{missing: ""})

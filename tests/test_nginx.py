@@ -34,6 +34,7 @@ from wxauth.errors import PROBLEM_TYPE_BASE, PROBLEMS
 
 SITE = ROOT / "deploy" / "nginx" / "wxauth.conf"
 PROTECT = ROOT / "deploy" / "nginx" / "wxauth-protect.conf"
+ADMIN = ROOT / "deploy" / "nginx" / "wxauth-admin.conf"
 UNIT = ROOT / "deploy" / "systemd" / "wxauth.service"
 ENV_EXAMPLE = ROOT / "deploy" / "systemd" / "env.example"
 INSTALL_DIR = "/srv/wxauth"  # the unit's paths, replaced by this checkout in the tests
@@ -122,10 +123,11 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 class Nginx:
     """A private nginx: the shipped site with the test's ports, certificate, upstream and
     folders, included from a minimal nginx.conf, in the foreground; with `protected_port`,
-    also deploy/nginx/wxauth-protect.conf in front of a service on that port."""
+    also deploy/nginx/wxauth-protect.conf in front of a service on that port; with
+    `admin_allow`, also deploy/nginx/wxauth-admin.conf allowing that address only."""
 
     def __init__(self, binary: str, root: Path, *, upstream_port: int, media_root: Path,
-                 protected_port: int | None = None):
+                 protected_port: int | None = None, admin_allow: str | None = None):
         self.root = root
         self.http_port, self.https_port = free_port(), free_port()
         self.logs = root / "logs"
@@ -147,6 +149,13 @@ class Nginx:
                                  [("proxy_pass http://127.0.0.1:9000;", service)], PROTECT)
             (root / "wxauth-protect.conf").write_text(snippet)
             include = f"    include {root}/wxauth-protect.conf;\n\n    location / {{\n"
+            site = substitute(site, [("    location / {\n", include)], SITE)
+        if admin_allow is not None:  # deploy/nginx/wxauth-admin.conf, allowing one address
+            snippet = substitute(ADMIN.read_text(), [
+                ("    allow 10.8.0.0/24;", f"    allow {admin_allow};"),
+                ("    allow 192.0.2.0/24;", "    # (office)")], ADMIN)
+            (root / "wxauth-admin.conf").write_text(snippet)
+            include = f"    include {root}/wxauth-admin.conf;\n\n    location / {{\n"
             site = substitute(site, [("    location / {\n", include)], SITE)
         (root / "wxauth.conf").write_text(site)
         temp = "\n".join(f"    {kind}_temp_path {root / kind};"
@@ -390,6 +399,51 @@ def test_nginx_site_in_front_of_gunicorn(nginx_binary, production_env, emulator,
     finally:
         nginx.stop()
     assert "[emerg]" not in nginx.read_output() and "[alert]" not in nginx.read_output()
+
+
+def test_the_console_only_from_the_allowed_network(nginx_binary, production_env, tmp_path):
+    """deploy/nginx/wxauth-admin.conf: /admin/ answers the allowed address (a Secure session
+    cookie over TLS, the operator's address in the audit trail) and nginx's 403 anyone else,
+    whose other requests still pass."""
+    app_port = free_port()
+    env = dict(production_env, GUNICORN_BIND=f"127.0.0.1:{app_port}", GUNICORN_WORKERS="1",
+               MEDIA_ROOT=str(tmp_path / "media"), TRUSTED_PROXIES="127.0.0.1")
+    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    added = run(["flask", "--app", "wsgi", "operators", "add", "ops", "--role", "admin"], env)
+    password = re.search(r"^password\s+(\S+)$", added.stdout, re.M).group(1)
+    nginx = Nginx(nginx_binary, tmp_path / "nginx", upstream_port=app_port,
+                  media_root=tmp_path / "media", admin_allow="127.0.0.1")
+    office = https_client(nginx.cert)
+    internet = https_client(nginx.cert, source="127.0.0.2")
+    server = None
+    try:
+        server = Process(unit_command(env), env, f"http://127.0.0.1:{app_port}")
+        refused = internet.get(nginx.url + "/admin/sign-in", timeout=10)
+        assert refused.status_code == 403 and "wxauth_admin" not in refused.headers.get(
+            "Set-Cookie", "")
+        assert internet.get(nginx.url + "/healthz", timeout=10).status_code == 200
+        page = office.get(nginx.url + "/admin/sign-in", timeout=10)
+        assert page.status_code == 200
+        assert "Secure" in page.headers["Set-Cookie"]
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        form = {"csrf_token": token, "name": "ops", "password": password}
+        # over HTTPS, Flask-WTF also wants the form's page as the Referer (a browser sends
+        # it: Referrer-Policy same-origin); the origin as seen through the proxy headers
+        no_referer = office.post(nginx.url + "/admin/sign-in", data=form, timeout=10)
+        assert no_referer.status_code == 400 and "csrf_invalid" in no_referer.text
+        signed_in = office.post(nginx.url + "/admin/sign-in", timeout=10, data=form,
+                                headers={"Referer": nginx.url + "/admin/sign-in"},
+                                allow_redirects=False)
+        assert signed_in.status_code == 302, signed_in.text
+        assert signed_in.headers["Location"] == "/admin/enroll"
+        assert office.get(nginx.url + "/admin/enroll", timeout=10).status_code == 200
+    finally:
+        if server is not None:
+            server.stop()
+        nginx.stop()
+    shown = run(["flask", "--app", "wsgi", "audit", "show", "--action", "sign_in"], env)
+    assert re.search(r"\bops\s+127\.0\.0\.1\s+sign_in\b", shown.stdout), shown.stdout
 
 
 def test_systemd_unit():

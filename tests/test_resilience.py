@@ -13,7 +13,7 @@ import requests
 
 import services
 from faults import PrivatePostgres, PrivateRedis, Relay
-from helpers import (APPID, ERASURE_KEY, JWT_KEY, SECRET, SESSION_KEY_ENCRYPTION_KEY, LiveServer, Process,
+from helpers import (FLASK_SECRET_KEY, APPID, ERASURE_KEY, JWT_KEY, SECRET, SESSION_KEY_ENCRYPTION_KEY, LiveServer, Process,
                      ServerClient, assert_problem, environment, free_port, run, run_threads, test_config)
 from wxauth import create_app
 from wxauth.extensions import db
@@ -277,7 +277,7 @@ def test_a_silent_postgres_answers_503_under_gunicorn(tmp_path, emulator, postgr
                           WECHAT_API_BASE=emulator.url, DATABASE_URL=relay.rewrite(postgres.url),
                           JWT_SECRET_KEY=JWT_KEY,
                           SESSION_KEY_ENCRYPTION_KEY=SESSION_KEY_ENCRYPTION_KEY,
-                          ERASURE_KEY=ERASURE_KEY,
+                          ERASURE_KEY=ERASURE_KEY, SECRET_KEY=FLASK_SECRET_KEY,
                           DB_STATEMENT_TIMEOUT="1.5", DB_CONNECT_TIMEOUT="2",
                           GUNICORN_BIND=f"127.0.0.1:{port}")
         migrated = run(["flask", "--app", "wsgi", "db", "upgrade"], env)

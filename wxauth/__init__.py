@@ -17,7 +17,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 import config
 
 from . import errors, i18n
-from .extensions import api, db, jwt
+from .extensions import api, csrf, db, jwt
 from .infra.cipher import SessionKeyCipher
 from .infra import database
 from .infra.media import LocalStorage
@@ -87,6 +87,7 @@ def register_state(app: Flask) -> None:
                            max_connections=cfg["REDIS_MAX_CONNECTIONS"]),
         login_rate_limit=rate_limit("LOGIN_RATE_LIMIT", "login"),
         client_auth_rate_limit=rate_limit("CLIENT_AUTH_RATE_LIMIT", "client_auth"),
+        admin_signin_rate_limit=rate_limit("ADMIN_SIGNIN_RATE_LIMIT", "admin_signin"),
         media=LocalStorage(cfg["MEDIA_ROOT"]),
         keyring=KeyRing(cfg["JWT_ALGORITHM"], cfg["SIGNING_KEYS_REFRESH"]))
     app.wsgi_app = ReadableBody(app.wsgi_app)  # an unreadable body is a 400
@@ -170,6 +171,11 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(oauth_blp)
     api.register_blueprint(discovery_blp)
     register_docs(app)
+    if app.config["ADMIN_CONSOLE"]:  # the support console (ADMIN_CONSOLE=0: no route at all)
+        from .web.admin import blp as admin_blp
+
+        csrf.init_app(app)
+        app.register_blueprint(admin_blp)  # a plain Flask blueprint: not in the OpenAPI doc
 
     @app.get("/media/<path:name>")
     def media(name: str):
@@ -178,9 +184,9 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from .commands import (accounts_cli, apps_cli, clients_cli, keys_cli, logs_cli, users_cli,
-                           wechat_cli)
+    from .commands import (accounts_cli, apps_cli, audit_cli, clients_cli, keys_cli, logs_cli,
+                           operators_cli, users_cli, wechat_cli)
 
     for group in (users_cli, accounts_cli, apps_cli, wechat_cli, logs_cli, clients_cli,
-                  keys_cli):
+                  keys_cli, operators_cli, audit_cli):
         app.cli.add_command(group)

@@ -19,7 +19,8 @@ from .errors import Problem
 from .extensions import db
 from .infra.cipher import SessionKeyCipher
 from .models import Account, User
-from .services import clients, keys, login_log, programs, rights, sessions, users
+from .services import (audit, clients, keys, login_log, operators, programs, rights,
+                       sessions, users)
 from .state import EMULATOR_MOUNT, state
 from .web.schemas import ProfileSchema
 from .wechat import jsontext
@@ -32,6 +33,8 @@ logs_cli = AppGroup("logs", help="The login log.")
 clients_cli = AppGroup("clients", help="Service clients of the /oauth endpoints.")
 keys_cli = AppGroup("keys", help="The keys that sign tokens (published at "
                                  "/.well-known/jwks.json).")
+operators_cli = AppGroup("operators", help="Operators of the support console (/admin/).")
+audit_cli = AppGroup("audit", help="The audit trail of operators' actions.")
 
 
 def _fmt(value) -> str:
@@ -124,19 +127,45 @@ def users_revoke_tokens(openid: str, appid: str | None) -> None:
 @users_cli.command("reencrypt")
 @click.option("--batch", default=500, show_default=True, help="Rows per transaction.")
 def users_reencrypt(batch: int) -> None:
-    """Re-encrypt every stored session_key, and the signing keys' private parts, under the
-    newest SESSION_KEY_ENCRYPTION_KEY.
+    """Re-encrypt every stored session_key (and every console operator's TOTP secret, and the
+    signing keys' private parts) under the newest SESSION_KEY_ENCRYPTION_KEY.
 
     Run after putting a new key first in the list; then the old keys can be removed.
     Rows no configured key opens are counted and left alone.
     """
+    moved, unreadable = _reencrypt("users", "session_key", batch)
+    signing = _reencrypt_signing_keys()
+    click.echo(f"re-encrypted {moved} session_keys and {signing} signing keys under the newest "
+               "key"
+               + (f"; {unreadable} opened with no configured key (left alone)" if unreadable else ""))
+    moved, unreadable = _reencrypt("operators", "totp_secret", batch)
+    if moved or unreadable:
+        click.echo(f"re-encrypted {moved} operators' TOTP secrets under the newest key"
+                   + (f"; {unreadable} opened with no configured key (left alone: `operators "
+                      "reset` them)" if unreadable else ""))
+
+
+def _reencrypt_signing_keys() -> int:
+    """Move the signing keys' private parts (few rows) to the newest key; how many moved."""
     cipher: SessionKeyCipher = state().cipher
-    raw = sa.table("users", sa.column("id", sa.Integer), sa.column("session_key", sa.String))
+    moved = 0
+    for key in keys.listing():
+        if cipher.needs_rotation(key.private_key):
+            key.private_key = cipher.rotate(key.private_key)
+            moved += 1
+    db.session.commit()
+    return moved
+
+
+def _reencrypt(table: str, column: str, batch: int) -> tuple[int, int]:
+    """(rows moved to the newest key, rows no configured key opens) of `table`.`column`."""
+    cipher: SessionKeyCipher = state().cipher
+    raw = sa.table(table, sa.column("id", sa.Integer), sa.column(column, sa.String))
     moved = unreadable = 0
     last_id = 0
     while True:
         rows = db.session.execute(
-            sa.select(raw.c.id, raw.c.session_key).where(raw.c.id > last_id)
+            sa.select(raw.c.id, raw.c[column]).where(raw.c.id > last_id)
             .order_by(raw.c.id).limit(batch)).all()
         if not rows:
             break
@@ -152,17 +181,10 @@ def users_reencrypt(batch: int) -> None:
             except InvalidToken:
                 unreadable += 1
                 continue
-            db.session.execute(raw.update().where(raw.c.id == row_id).values(session_key=new))
+            db.session.execute(raw.update().where(raw.c.id == row_id).values(**{column: new}))
             moved += 1
         db.session.commit()
-    signing = 0
-    for key in keys.listing():  # the signing keys' private parts (few rows)
-        if cipher.needs_rotation(key.private_key):
-            key.private_key = cipher.rotate(key.private_key)
-            signing += 1
-    db.session.commit()
-    click.echo(f"re-encrypted {moved} session_keys and {signing} signing keys under the newest key"
-               + (f"; {unreadable} opened with no configured key (left alone)" if unreadable else ""))
+    return moved, unreadable
 
 
 # --- disable, sessions, login log (support desk) ----------------------------------------------
@@ -195,6 +217,8 @@ def users_disable(openid: str, appid: str | None, reason: str, by: str | None) -
     """Disable a user at once: logins and every token refused (403 user_disabled)."""
     (user,) = _users_by_openid(openid, appid)
     ended = users.disable_user(user, by=by or _operator(), reason=reason)
+    audit.record(_cli_actor(), "disable_user", target=f"user:{user.id}", reason=reason,
+                 after={"disabled": True, "sessions_ended": len(ended)})
     click.echo(f"disabled user {user.id} ({user.appid}/{user.openid}); "
                f"{len(ended)} sessions ended")
 
@@ -206,6 +230,8 @@ def users_enable(openid: str, appid: str | None) -> None:
     """Enable a disabled user: logins work again (tokens from before stay refused)."""
     (user,) = _users_by_openid(openid, appid)
     users.enable_user(user)
+    audit.record(_cli_actor(), "enable_user", target=f"user:{user.id}",
+                 after={"disabled": False})
     click.echo(f"enabled user {user.id} ({user.appid}/{user.openid})")
 
 
@@ -233,9 +259,13 @@ def users_kick(openid: str, appid: str | None, session_id: str | None) -> None:
             sessions.end_session(user, session_id, "kicked")
         except Problem as exc:  # session_not_found
             raise click.ClickException(exc.detail) from None
+        audit.record(_cli_actor(), "end_session", target=f"user:{user.id}",
+                     detail={"session": session_id})
         click.echo(f"ended session {session_id}")
         return
     ended = sessions.end_user_sessions([user.id], "kicked")
+    audit.record(_cli_actor(), "end_sessions", target=f"user:{user.id}",
+                 after={"sessions_ended": len(ended)})
     click.echo(f"ended {len(ended)} sessions of user {user.id} ({user.appid}/{user.openid})")
 
 
@@ -266,6 +296,8 @@ def accounts_disable(account_id: int, reason: str, by: str | None) -> None:
     """Disable the person of account ID in every app (present and future) at once."""
     account = _account(account_id)
     ended = users.disable_account(account, by=by or _operator(), reason=reason)
+    audit.record(_cli_actor(), "disable_account", target=f"account:{account.id}",
+                 reason=reason, after={"disabled": True, "sessions_ended": len(ended)})
     click.echo(f"disabled account {account.id}; {len(ended)} sessions ended")
 
 
@@ -275,6 +307,8 @@ def accounts_enable(account_id: int) -> None:
     """Enable a disabled account (tokens from before stay refused)."""
     account = _account(account_id)
     users.enable_account(account)
+    audit.record(_cli_actor(), "enable_account", target=f"account:{account.id}",
+                 after={"disabled": False})
     click.echo(f"enabled account {account.id}")
 
 
@@ -289,19 +323,27 @@ def accounts_delete(account_id: int, yes: bool) -> None:
     if not yes:
         click.confirm(f"Delete account {account.id} and every app user of it?", abort=True)
     erased = rights.erase_account(account.id)
+    audit.record(_cli_actor(), "delete_account", target=f"account:{account_id}",
+                 before={"app_users": len(erased)}, after={"deleted": True})
     click.echo(f"deleted account {account_id} and its {len(erased)} app users")
 
 
 @logs_cli.command("prune")
 @click.option("--days", type=int, help="Keep this many days [default: LOGIN_LOG_RETENTION_DAYS].")
-def logs_prune(days: int | None) -> None:
-    """Delete login-log rows, and ended or expired sessions, older than the retention.
+@click.option("--audit-days", type=int,
+              help="Keep this many days of the audit trail [default: AUDIT_RETENTION_DAYS].")
+def logs_prune(days: int | None, audit_days: int | None) -> None:
+    """Delete login-log rows, and ended or expired sessions, older than the retention; and
+    audit-trail rows older than AUDIT_RETENTION_DAYS.
 
     Run it daily from cron or a systemd timer (README, Users and sessions).
     """
     days = current_app.config["LOGIN_LOG_RETENTION_DAYS"] if days is None else days
+    audit_days = current_app.config["AUDIT_RETENTION_DAYS"] if audit_days is None else audit_days
     events, ended = login_log.prune(days, sessions.refresh_lifetime())
     click.echo(f"deleted {events} login-log rows and {ended} sessions older than {days} days")
+    pruned = audit.prune(audit_days)
+    click.echo(f"deleted {pruned} audit-trail rows older than {audit_days} days")
 
 
 # --- wechat ---------------------------------------------------------------------------------
@@ -539,3 +581,85 @@ def keys_prune(leaked: str | None) -> None:
         return
     gone = keys.prune(_longest_token())
     click.echo(f"pruned {len(gone)} keys" + (": " + ", ".join(gone) if gone else ""))
+
+
+# --- operators of the support console, and the audit trail ----------------------------------
+
+def _enrollment(enrollment: operators.Enrollment) -> None:
+    op = enrollment.operator
+    click.echo(f"name      {op.name}\nrole      {op.role}\npassword  {enrollment.password}\n"
+               f"totp      {enrollment.uri}\n\n"
+               "Shown this once: hand the password and the otpauth:// URI to the operator "
+               "(the console also shows the URI as a QR code at the first sign-in, and asks "
+               "for a new password).")
+
+
+def _cli_actor() -> str:
+    return f"cli:{_operator()}"
+
+
+@operators_cli.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(operators.ROLES),
+              help="viewer: search and read (phone numbers masked); support: also disable, "
+                   "enable, end sessions; admin: also delete, export, operators, audit.")
+def operators_add(name: str, role: str) -> None:
+    """Create an operator; print the initial password and the TOTP otpauth:// URI, once."""
+    try:
+        enrollment = operators.add(name, role, by=_cli_actor())
+    except operators.OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    _enrollment(enrollment)
+
+
+@operators_cli.command("list")
+def operators_list() -> None:
+    """List the operators (never a password, its hash or a TOTP secret)."""
+    from .models import utcnow
+
+    now = utcnow()
+    rows = [[o.name, o.role,
+             "disabled" if o.disabled_at else (
+                 "locked" if o.locked_until and o.locked_until > now else (
+                     "not enrolled" if o.enrolled_at is None else "active")),
+             _fmt(o.created_at), _fmt(o.last_sign_in_at)] for o in operators.all_operators()]
+    click.echo(_table(["name", "role", "state", "created (UTC)", "last sign-in (UTC)"], rows))
+
+
+@operators_cli.command("disable")
+@click.argument("name")
+def operators_disable(name: str) -> None:
+    """Disable an operator: sign-in refused, their console sessions end at once."""
+    try:
+        operators.disable(name, by=_cli_actor())
+    except operators.OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"disabled operator {name}")
+
+
+@operators_cli.command("reset")
+@click.argument("name")
+def operators_reset(name: str) -> None:
+    """New initial password and TOTP secret (printed once); enables and unlocks the
+    operator, ends their console sessions; they enroll again at the next sign-in."""
+    try:
+        enrollment = operators.reset(name, by=_cli_actor())
+    except operators.OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    _enrollment(enrollment)
+
+
+@audit_cli.command("show")
+@click.option("--operator", help="Only this operator's actions.")
+@click.option("--action", type=click.Choice(audit.ACTIONS), help="Only this action.")
+@click.option("--target", help="Only on this (e.g. account:12, user:34, operator:li).")
+@click.option("--limit", default=50, show_default=True, help="Newest first.")
+def audit_show(operator: str | None, action: str | None, target: str | None,
+               limit: int) -> None:
+    """The audit trail: who did what, when, from where, on whom, why, before and after."""
+    rows = [[_fmt(e.at), e.operator, _fmt(e.client_address), e.action, _fmt(e.target),
+             _fmt(e.reason), _fmt(e.before), _fmt(e.after), _fmt(e.detail)]
+            for e in audit.search(audit.Filters(operator=operator, action=action,
+                                                target=target), limit=limit)]
+    click.echo(_table(["time (UTC)", "operator", "address", "action", "target", "reason",
+                       "before", "after", "detail"], rows))

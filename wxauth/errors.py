@@ -67,6 +67,9 @@ PROBLEMS: dict[str, ProblemKind] = {
         ProblemKind(400, "unknown_app", _l("Unknown mini-program"),
                     _l("Send the appid of one of the mini-programs this server serves."),
                     detail=_l("The appid names a mini-program this server does not serve.")),
+        ProblemKind(403, "forbidden", _l("Forbidden"),
+                    _l("Ask an administrator for a role that allows it."),
+                    detail=_l("Your role does not allow this action.")),
         ProblemKind(404, "not_found", _l("Not found"),
                     detail=_l("There is nothing at this address.")),
         ProblemKind(405, "method_not_allowed", _l("Method not allowed"),
@@ -155,6 +158,15 @@ PROBLEMS: dict[str, ProblemKind] = {
                        "that `flask clients add` created with the scope this endpoint needs."),
                     detail=_l("The client is unknown, its secret is wrong, or it lacks the "
                               "scope this endpoint needs.")),
+        # the support console (/admin/, web.admin)
+        ProblemKind(401, "console_sign_in_required", _l("Console sign-in required"),
+                    _l("Sign in at /admin/sign-in with your password and a code from your "
+                       "authenticator app."),
+                    detail=_l("This page of the support console needs a signed-in operator.")),
+        ProblemKind(400, "csrf_invalid", _l("Form expired or forged"),
+                    _l("Reload the page and send the form again."),
+                    detail=_l("The form's CSRF token is missing, wrong or from another "
+                              "session.")),
         # the person's own rights (services.rights)
         ProblemKind(403, "confirmation_mismatch", _l("Confirmation from another user"),
                     _l("Deleting an account needs a fresh wx.login code of the same user."),
@@ -301,7 +313,7 @@ def _validation_detail(messages: Any, errors: dict[str, Any]) -> str:
               fields=", ".join(fields))
 
 
-_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+_HTTP_CODES = {400: "invalid_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 429: "rate_limited"}
 
 

@@ -10,7 +10,7 @@ Imports nothing of wxauth.
 from __future__ import annotations
 
 from babel import negotiate_locale
-from flask import Flask, has_request_context, request
+from flask import Flask, has_request_context, request, session
 from flask_babel import Babel, get_locale, lazy_gettext
 
 DEFAULT_LANGUAGE = "en"
@@ -21,6 +21,7 @@ CHINESE = "zh_Hans"  # the catalogue's folder; Simplified Chinese (简体中文)
 LANGUAGES = {"en": DEFAULT_LANGUAGE, "zh": CHINESE}
 # Content-Language (BCP 47) of each catalogue
 CONTENT_LANGUAGE = {DEFAULT_LANGUAGE: "en", CHINESE: "zh-Hans"}
+CONSOLE_PATH = "/admin/"  # the support console (wxauth.web.admin) keeps a language switch
 
 babel = Babel()
 _l = lazy_gettext  # marks a string for extraction (babel.cfg) and translates it when shown
@@ -31,10 +32,16 @@ def select_locale() -> str:
 
     The request's ``Accept-Language`` tags, best quality first, are matched by their primary
     subtag (``zh-CN``, ``zh_CN``, ``zh-Hans-CN`` → ``zh``; ``en-US`` → ``en``); the first tag
-    we have a catalogue for wins, English when none does (or outside a request).
+    we have a catalogue for wins, English when none does (or outside a request). In the
+    support console (``/admin/``) the language its switch chose (kept in its session) comes
+    first.
     """
     if not has_request_context():
         return DEFAULT_LANGUAGE
+    if request.path.startswith(CONSOLE_PATH):  # the console's language switch, kept there
+        chosen = session.get("lang")
+        if chosen in CONTENT_LANGUAGE:
+            return chosen
     # WeChat's wx.getAppBaseInfo().language spells tags with "_" (zh_CN): Babel splits on "-"
     preferred = [tag.replace("_", "-").lower() for tag in request.accept_languages.values()]
     match = negotiate_locale(preferred, list(LANGUAGES), sep="-", aliases=None)

@@ -6,8 +6,8 @@ import logging
 from datetime import UTC, datetime
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, SmallInteger, String,
-                        Text, UniqueConstraint, func, select)
+from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, SmallInteger,
+                        String, Text, UniqueConstraint, func, select)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -82,7 +82,9 @@ class Account(db.Model):
     """
 
     __tablename__ = "accounts"
-    __table_args__ = (UniqueConstraint("unionid", name="uq_accounts_unionid"), UTF8MB4)
+    __table_args__ = (UniqueConstraint("unionid", name="uq_accounts_unionid"),
+                      Index("ix_accounts_disabled_at", "disabled_at"),  # the console's filter
+                      UTF8MB4)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     unionid: Mapped[str | None] = mapped_column(String(64))
@@ -111,7 +113,18 @@ class User(db.Model):
     """
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("appid", "openid", name="uq_users_appid_openid"), UTF8MB4)
+    __table_args__ = (
+        UniqueConstraint("appid", "openid", name="uq_users_appid_openid"),
+        # the support console's exact searches (openid in any app, phone number) and its
+        # nickname prefix search (PostgreSQL: a pattern index, LIKE 'prefix%' under any
+        # collation); README, Support console
+        Index("ix_users_openid", "openid"),
+        Index("ix_users_pure_phone_number", "pure_phone_number"),
+        Index("ix_users_nickname", "nickname",
+              postgresql_ops={"nickname": "varchar_pattern_ops"}),
+        Index("ix_users_disabled_at", "disabled_at"),  # its filters: disabled, created between
+        Index("ix_users_created_at", "created_at"),
+        UTF8MB4)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", name="fk_users_account_id"),
@@ -311,3 +324,71 @@ class SigningKey(db.Model):
 
     def __repr__(self) -> str:
         return f"<SigningKey {self.algorithm} {self.kid}>"
+
+
+class Operator(db.Model):
+    """A person of the support team who signs in to the console (`services.operators`).
+
+    ``role``: ``viewer``, ``support`` or ``admin``. ``password_hash``: argon2id of the
+    password (the initial one printed once by ``flask operators add``, changed at the first
+    sign-in: ``must_change_password``). ``totp_secret``: the RFC 6238 secret (base32),
+    encrypted at rest like a session_key; ``totp_last_step``: the 30-second step of the last
+    code accepted (each code is accepted once); ``enrolled_at``: when the operator first
+    proved a code (until then the console shows the secret as a QR code).
+    ``failed_count`` failures in a row; 5 lock the operator until ``locked_until``.
+    ``session_version`` is bumped by ``disable`` and ``reset``: the console sessions signed in
+    before are refused at their next request.
+    """
+
+    __tablename__ = "operators"
+    __table_args__ = (UniqueConstraint("name", name="uq_operators_name"), UTF8MB4)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
+    totp_secret: Mapped[str] = mapped_column(EncryptedSessionKey)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<Operator {self.name} {self.role}>"
+
+
+class AuditEvent(db.Model):
+    """One operator action (the audit trail, `services.audit`), kept ``AUDIT_RETENTION_DAYS``;
+    the application only ever adds rows (``flask logs prune`` deletes the expired ones).
+
+    ``operator``: the operator's name (``cli:<OS user>`` for a command; the name typed, for a
+    failed sign-in); ``client_address``: after ``TRUSTED_PROXIES``; ``action``: what
+    (``sign_in``, ``disable_user``, ``view_person``…); ``target``: on whom
+    (``account:12``, ``user:34``, ``operator:li``, ``session:…``); ``reason``: the
+    operator's; ``before``/``after``: JSON of the fields changed; ``detail``: JSON of the
+    rest (search terms, the role a refused request lacked).
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_operator_at", "operator", "at"),
+                      Index("ix_audit_events_target_at", "target", "at"), UTF8MB4)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    operator: Mapped[str] = mapped_column(String(64))
+    client_address: Mapped[str | None] = mapped_column(String(45))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(255))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"<AuditEvent {self.id} {self.action}>"

@@ -47,6 +47,8 @@ class AppState:
     # services.clients: secrets verified (client_id → (its stored hash, SHA-256 of the
     # secret)), per process, so argon2 runs once per client and secret, not per call
     verified_clients: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    # web.admin: failed console sign-ins per address (ADMIN_SIGNIN_RATE_LIMIT)
+    admin_signin_rate_limit: RateLimit | None = None
 
 
 def state(app: Flask | None = None) -> AppState:
