@@ -5,6 +5,7 @@
 export type ProblemCode =
   | 'invalid_request'
   | 'unknown_app'
+  | 'forbidden'
   | 'not_found'
   | 'method_not_allowed'
   | 'payload_too_large'
@@ -37,6 +38,8 @@ export type ProblemCode =
   | 'user_disabled'
   | 'session_not_found'
   | 'invalid_client'
+  | 'console_sign_in_required'
+  | 'csrf_invalid'
   | 'confirmation_mismatch';
 
 export interface Problem {
