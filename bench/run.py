@@ -981,9 +981,11 @@ def main() -> None:
                                         "default: a private redis-server")
     parser.add_argument("--refused-logins", type=int, default=10_000,
                         help="logins of the refused-login flood (bench/refused.py)")
-    parser.add_argument("--only", choices=("table", "latency"),
-                        help="run only the table against the bare endpoint, or only the "
-                             "latency scenario (default: both)")
+    parser.add_argument("--only", choices=("table", "latency", "algorithms"),
+                        help="run only the table against the bare endpoint (with the login "
+                             "log's and the signing algorithms' cost), only the latency "
+                             "scenario, or only the signing algorithms' logins (default: "
+                             "table and latency)")
     latency = parser.add_argument_group("latency scenario")
     latency.add_argument("--wechat-delay", type=float, default=100, metavar="MS",
                          help="the stand-in's code2Session delay (default 100 ms)")
@@ -1010,7 +1012,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk (make bench does it)")
-    if args.only != "table":  # wrk's sockets, a worker's clients plus its WeChat connections
+    if args.only in (None, "latency"):  # wrk's sockets, a worker's clients plus its WeChat connections
         needed = 2 * args.burst_connections + 1024
         if raise_nofile(needed) < args.burst_connections + 64:
             print(f"warning: open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} "
@@ -1036,7 +1038,11 @@ def main() -> None:
                 databases.append(("postgresql",
                                   stack.enter_context(scratch_postgres(args.postgres)),
                                   stack.enter_context(scratch_postgres(args.postgres))))
-            if args.only != "latency":
+            if args.only == "algorithms":
+                env = {**os.environ, **server_env(standin_url, databases[0][1],
+                                                  tmp / "instance-algorithms", redis_url)}
+                table += algorithm_cost("sqlite", env, args, tmp, procs)
+            elif args.only != "latency":
                 bare_port = free_port()
                 bare_url = f"http://127.0.0.1:{bare_port}"
                 bare = procs.start("bare", [sys.executable, "-m", "gunicorn",  # the same gunicorn
@@ -1048,7 +1054,7 @@ def main() -> None:
                     table += run_database(label, url, args, tmp, procs, standin_url,
                                           standin.pid, bare_url, bare.pid, redis_url)
                 procs.stop_one(bare)
-            if args.only != "table":
+            if args.only in (None, "latency"):
                 for label, _, url in databases:
                     latency_rows += run_latency(label, url, args, tmp, procs,
                                                 Standin(standin_url), redis_url,
@@ -1057,7 +1063,11 @@ def main() -> None:
     finally:
         procs.stop()
 
-    if table:
+    if args.only == "algorithms":
+        print(f"\nwxauth benchmark: gunicorn.conf.py ({worker_class()}), -w {args.workers}, "
+              f"wrk -c {args.connections}, {run_conditions(args, redis_url)}")
+        print_algorithm_cost(table)
+    elif table:
         print_table(table, args, redis_url)
     if latency_rows:
         print_latency(latency_rows, args, redis_url)
