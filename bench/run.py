@@ -38,7 +38,7 @@ and socket errors), the ratio to the zero-delay reference, the targets and wheth
 
     .venv/bin/python bench/run.py [--workers 2] [--duration 8] [--repeat 3] [--connections 16]
                                    [--postgres postgresql+psycopg://postgres@127.0.0.1/test]
-                                   [--redis redis://…/0 | --redis none] [--only table|latency]
+                                   [--redis redis://…/0 | --redis none] [--only table|latency|algorithms]
                                    [--refused-logins 10000]
                                    [--wechat-delay 100] [--latency-connections 256]
                                    [--burst-delay 300] [--burst-connections 1024]
