@@ -83,6 +83,22 @@ def test_a_refused_token_answers_401_with_a_bearer_challenge(server, runner):
     assert_problem(answer, 403, "user_disabled")
     assert not any(name in answer.headers for name in IDENTITY)
 
+    # the person's account disabled, the user's tokens revoked, the user deleted: the
+    # gateway's check (read without the ORM) answers as every protected view does
+    account = server.login("o-gate-account")
+    revoked = server.login("o-gate-revoked")
+    deleted = server.login("o-gate-deleted")
+    for args in (["accounts", "disable", str(account["user"]["account_id"]), "--reason", "t"],
+                 ["users", "revoke-tokens", "o-gate-revoked"],
+                 ["users", "delete", "o-gate-deleted", "--yes"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0, result.output
+    for body, status, code in ((account, 403, "user_disabled"), (revoked, 401, "token_revoked"),
+                               (deleted, 401, "user_not_found"),
+                               (disabled, 403, "user_disabled"), (other, 401, "token_revoked")):
+        assert_problem(verify(server, body["access_token"]), status, code)
+        assert_problem(server.get("/profile", token=body["access_token"]), status, code)
+
 
 class Echo:
     """A team's own service: answers every request with the headers it received, as JSON,

@@ -92,7 +92,7 @@ IDENTITY_HEADERS = {
 
 @blp.route("/verify", methods=["GET"])
 @blp.doc(operationId="verifyToken")
-@login_required(blp)
+@login_required(blp, identity_only=True)
 @blp.response(204, headers={name: {"description": text, "schema": {"type": "string"}}
                             for name, text in IDENTITY_HEADERS.items()})
 def verify():

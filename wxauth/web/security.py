@@ -48,7 +48,7 @@ BEARER_DOC = [{"bearerAuth": []}]
 
 
 def login_required(blp, *problems: str, refresh: bool = False, verify_type: bool = True,
-                   with_session_key: bool = False):
+                   with_session_key: bool = False, identity_only: bool = False):
     """Decorate a view of `blp` that needs a login state; put it right under ``@blp.route``.
 
     Args:
@@ -57,6 +57,8 @@ def login_required(blp, *problems: str, refresh: bool = False, verify_type: bool
         verify_type: False accepts either type (logout).
         with_session_key: the view's service decrypts with the user's session_key: load it
             with the user, in the same query (it is deferred otherwise).
+        identity_only: the view needs only who the token names: `current_user()` is a
+            `sessions.Identity` read without the ORM (same checks, less CPU).
     """
 
     def decorator(view):
@@ -67,7 +69,7 @@ def login_required(blp, *problems: str, refresh: bool = False, verify_type: bool
         def wrapper(*args, **kwargs):
             try:
                 authenticate(refresh=refresh, verify_type=verify_type,
-                             with_session_key=with_session_key)
+                             with_session_key=with_session_key, identity_only=identity_only)
             except Problem as exc:
                 if exc.kind.status == 401:  # RFC 6750 §3
                     exc.headers.setdefault("WWW-Authenticate", _challenge(exc.kind.code))
@@ -88,20 +90,26 @@ def _challenge(code: str) -> str:
 
 
 def authenticate(*, refresh: bool = False, verify_type: bool = True,
-                 with_session_key: bool = False) -> User:
-    """Check the request's Bearer token and load its user (see the module docstring);
-    raises the 401 Problems listed there."""
+                 with_session_key: bool = False,
+                 identity_only: bool = False) -> User | sessions.Identity:
+    """Check the request's Bearer token and load its user (see the module docstring; an
+    `sessions.Identity` with `identity_only`); raises the 401 Problems listed there."""
     claims = verified_claims(_bearer_token())
     if verify_type and claims.get("type") != ("refresh" if refresh else "access"):
         raise Problem("token_invalid", _l("Only refresh tokens are allowed here.") if refresh
                       else _l("Only access tokens are allowed here."))
     g.wxauth_claims = claims
-    g.wxauth_user = user = sessions.user_for_claims(claims, with_session_key=with_session_key)
+    if identity_only:
+        user = sessions.identity_for_claims(claims)
+    else:
+        user = sessions.user_for_claims(claims, with_session_key=with_session_key)
+    g.wxauth_user = user
     return user
 
 
 def current_user() -> User:
-    """The user of the request's token (after `login_required`)."""
+    """The user of the request's token (after `login_required`; a `sessions.Identity` after
+    ``login_required(…, identity_only=True)``)."""
     return g.wxauth_user
 
 
