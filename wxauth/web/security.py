@@ -10,7 +10,9 @@ one decorator that checks, in this order, and answers 401 problems (403 for a di
    with the right key (leaked) still cannot carry a list, a NaN or a NUL further in;
 3. its type, access or refresh (``token_invalid``);
 4. its user and its session (token family), loaded in one query by
-   `services.sessions.user_for_claims` (``user_not_found``, 403 ``user_disabled`` when an
+   `services.sessions.user_for_claims` (or, for a view that needs only who the token names,
+   ``GET /auth/verify``, without the ORM by `services.sessions.identity_for_claims`)
+   (``user_not_found``, 403 ``user_disabled`` when an
    operator disabled the user or their account, ``token_revoked`` when its session ended —
    logout, kick, session limit, reuse — or after ``users revoke-tokens`` or a disable,
    ``token_invalid`` for an app no longer served). The database is the one truth: no
