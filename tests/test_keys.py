@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from datetime import timedelta
 
@@ -280,3 +281,28 @@ def test_a_leaked_key_is_unpublished_at_once(app, server, runner):
     assert_problem(server.get("/profile", token=token), 401, "token_invalid")
     assert leaked not in {k["kid"] for k in server.get("/.well-known/jwks.json").json()["keys"]}
     assert server.get("/profile", token=server.login("o-leak")["access_token"]).status_code == 200
+
+
+def test_a_rolling_change_of_algorithm_does_not_make_instances_fight(app_config, request):
+    """Two instances on one database, one still ES256 and one EdDSA already: each generates
+    its first key once and keeps it (neither retires the other's); `keys rotate` once every
+    instance runs EdDSA retires the ES256 key."""
+    app_config["SIGNING_KEYS_REFRESH"] = 0
+    server = request.getfixturevalue("server")
+    eddsa = create_app({**app_config, "JWT_ALGORITHM": "EdDSA"})
+    eddsa_client = eddsa.test_client()
+    kids = set()
+    for round_ in range(3):
+        es = server.login(f"o-rolling-{round_}")["access_token"]
+        code = request.getfixturevalue("emulator").mint(f"o-rolling-ed-{round_}")["code"]
+        ed = eddsa_client.post("/auth/login", json={"code": code}).json["access_token"]
+        kids |= {(unverified(es)[0]["alg"], unverified(es)[0]["kid"]),
+                 (unverified(ed)[0]["alg"], unverified(ed)[0]["kid"])}
+        assert eddsa_client.get("/profile", headers={"Authorization": f"Bearer {es}"}
+                                ).status_code == 200
+        answer = server.get("/profile", token=ed)
+        assert answer.status_code == 200, answer.text
+    assert sorted(alg for alg, _ in kids) == ["ES256", "EdDSA"]  # one key each, kept
+    assert "EdDSA key" in run_keys(eddsa.test_cli_runner(), "rotate")
+    statuses = run_keys(request.getfixturevalue("runner"), "list")
+    assert re.search(r"ES256\s+retired", statuses) and re.search(r"EdDSA\s+current", statuses)

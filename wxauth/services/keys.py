@@ -18,7 +18,7 @@ A key's life (``flask --app wsgi keys …``, `generate`, `rotate`, `prune`):
 Each process keeps the keys in a `KeyRing` (`AppState.keyring`) and reads them again every
 ``SIGNING_KEYS_REFRESH`` seconds, so a rotation on any host reaches every instance without
 a restart; a token with a ``kid`` the process does not know makes it read them at once (at
-most once a second).
+most every `UNKNOWN_KID_RELOAD` seconds).
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ from ..state import state
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_KID_RELOAD = 1.0  # seconds: at most one reload a second for kids not known
+# seconds: a kid not known makes the process read the keys again, at most this often (a
+# flood of tokens under made-up kids costs at most 10 reads a second per process)
+UNKNOWN_KID_RELOAD = 0.1
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,9 @@ class KeyRing:
             with self._lock:
                 snapshot = self.reload()
                 if snapshot.signer is None:
-                    key = rotate(self.algorithm)
+                    # (keys of another algorithm stay current: during a rolling change of
+                    # JWT_ALGORITHM the instances not yet changed go on signing with theirs)
+                    key = rotate(self.algorithm, retire_other_algorithms=False)
                     quiet = current_app.debug or current_app.testing  # development
                     log.log(logging.INFO if quiet else logging.WARNING,
                             "No %s signing key was active: generated and activated kid=%s "
@@ -138,7 +142,7 @@ class KeyRing:
 
     def public_key(self, kid: str) -> PublicKey | None:
         """The published key `kid`, or None when there is no such key (read again first
-        when not known, at most once a second)."""
+        when not known, at most every `UNKNOWN_KID_RELOAD` seconds)."""
         found = self._fresh(self.refresh).public.get(kid)
         if found is None and time.monotonic() - self._snapshot.loaded_at > UNKNOWN_KID_RELOAD:
             found = self.reload().public.get(kid)
@@ -223,20 +227,24 @@ def generate(algorithm: str) -> SigningKey:
     return key
 
 
-def rotate(algorithm: str) -> SigningKey:
+def rotate(algorithm: str, *, retire_other_algorithms: bool = True) -> SigningKey:
     """Make the newest staged key of `algorithm` current (a new one when none is staged) and
-    retire every other current key; commits. Every instance signs with it after its next
-    read of the keys (``SIGNING_KEYS_REFRESH``)."""
+    retire every other current key (of `algorithm` only, without
+    `retire_other_algorithms`); commits. Every instance signs with it after its next read of
+    the keys (``SIGNING_KEYS_REFRESH``)."""
     staged = db.session.execute(
         select(SigningKey).where(SigningKey.algorithm == algorithm,
                                  SigningKey.activated_at.is_(None))
         .order_by(SigningKey.created_at.desc()).limit(1)).scalar_one_or_none()
     key = staged or generate(algorithm)
     now = utcnow()
-    db.session.execute(update(SigningKey)
-                       .where(SigningKey.activated_at.is_not(None),
-                              SigningKey.retired_at.is_(None), SigningKey.kid != key.kid)
-                       .values(retired_at=now).execution_options(synchronize_session=False))
+    retiring = update(SigningKey).where(SigningKey.activated_at.is_not(None),
+                                        SigningKey.retired_at.is_(None),
+                                        SigningKey.kid != key.kid)
+    if not retire_other_algorithms:
+        retiring = retiring.where(SigningKey.algorithm == algorithm)
+    db.session.execute(retiring.values(retired_at=now)
+                       .execution_options(synchronize_session=False))
     key.activated_at = now
     db.session.commit()
     return key
