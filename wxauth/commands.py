@@ -134,7 +134,8 @@ def users_reencrypt(batch: int) -> None:
     Rows no configured key opens are counted and left alone.
     """
     moved, unreadable = _reencrypt("users", "session_key", batch)
-    signing = _reencrypt_signing_keys()
+    signing, unreadable_keys = _reencrypt("signing_keys", "private_key", batch, key="kid")
+    unreadable += unreadable_keys
     click.echo(f"re-encrypted {moved} session_keys and {signing} signing keys under the newest "
                "key"
                + (f"; {unreadable} opened with no configured key (left alone)" if unreadable else ""))
@@ -145,28 +146,18 @@ def users_reencrypt(batch: int) -> None:
                       "reset` them)" if unreadable else ""))
 
 
-def _reencrypt_signing_keys() -> int:
-    """Move the signing keys' private parts (few rows) to the newest key; how many moved."""
+def _reencrypt(table: str, column: str, batch: int, key: str = "id") -> tuple[int, int]:
+    """(rows moved to the newest key, rows no configured key opens) of `table`.`column`,
+    `batch` rows at a time in the order of the table's primary key `key`."""
     cipher: SessionKeyCipher = state().cipher
-    moved = 0
-    for key in keys.listing():
-        if cipher.needs_rotation(key.private_key):
-            key.private_key = cipher.rotate(key.private_key)
-            moved += 1
-    db.session.commit()
-    return moved
-
-
-def _reencrypt(table: str, column: str, batch: int) -> tuple[int, int]:
-    """(rows moved to the newest key, rows no configured key opens) of `table`.`column`."""
-    cipher: SessionKeyCipher = state().cipher
-    raw = sa.table(table, sa.column("id", sa.Integer), sa.column(column, sa.String))
+    raw = sa.table(table, sa.column(key), sa.column(column, sa.String))
     moved = unreadable = 0
-    last_id = 0
+    last_id = None
     while True:
-        rows = db.session.execute(
-            sa.select(raw.c.id, raw.c[column]).where(raw.c.id > last_id)
-            .order_by(raw.c.id).limit(batch)).all()
+        page = sa.select(raw.c[key], raw.c[column]).order_by(raw.c[key]).limit(batch)
+        if last_id is not None:
+            page = page.where(raw.c[key] > last_id)
+        rows = db.session.execute(page).all()
         if not rows:
             break
         for row_id, stored in rows:
@@ -181,7 +172,7 @@ def _reencrypt(table: str, column: str, batch: int) -> tuple[int, int]:
             except InvalidToken:
                 unreadable += 1
                 continue
-            db.session.execute(raw.update().where(raw.c.id == row_id).values(**{column: new}))
+            db.session.execute(raw.update().where(raw.c[key] == row_id).values(**{column: new}))
             moved += 1
         db.session.commit()
     return moved, unreadable

@@ -102,10 +102,9 @@ class KeyRing:
 
     def reload(self) -> Snapshot:
         """Read the keys again (decrypting the current private key); returns the snapshot."""
-        rows = db.session.execute(select(SigningKey).order_by(SigningKey.created_at)).scalars()
         snapshot = Snapshot(loaded_at=time.monotonic())
         current = None
-        for row in rows:
+        for row in listing():
             jwk = json.loads(row.public_jwk)
             snapshot.public[row.kid] = PublicKey(row.algorithm, codec.load_public(jwk))
             snapshot.jwks["keys"].append(jwk)
