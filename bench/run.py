@@ -505,34 +505,45 @@ def refused_statements(env: dict, logins: int) -> dict:
     return json.loads(out.splitlines()[-1])
 
 
+def alternating_logins(servers: dict[str, tuple[str, list[int]]], args, tmp: Path,
+                       warm: tuple[str, ...] = ()) -> list[tuple[str, dict[str, dict], int]]:
+    """The logins (the first two SCENARIOS) on each of `servers` (name → (base URL, worker
+    pids)), the `warm` ones warmed up first as the table warmed its server, then measured in
+    turn, the order rotating each of --repeat rounds: (title, name → median ``{"rps",
+    "cpu_us"}``, errors) per scenario."""
+    names = list(servers)
+    for _, key, path in SCENARIOS[:2]:
+        for name in warm:
+            wrk(servers[name][0] + path, LUA[key] % {"run": secrets.token_hex(4)},
+                args.duration, args.connections, tmp)
+    results = []
+    for title, key, path in SCENARIOS[:2]:
+        runs = []
+        for i in range(args.repeat):
+            order = names[i % len(names):] + names[:i % len(names)]
+            runs.append({name: measure(servers[name][0] + path,
+                                       LUA[key] % {"run": secrets.token_hex(4)}, args, tmp,
+                                       servers[name][1]) for name in order})
+        medians = {name: {field: statistics.median(run[name][field] for run in runs)
+                          for field in ("rps", "cpu_us")} for name in names}
+        results.append((title, medians, sum(run[name]["errors"] for run in runs
+                                            for name in names)))
+    return results
+
+
 def login_log_cost(label: str, env: dict, args, tmp: Path, procs: Processes, base: str,
                    workers: list[int]) -> list[dict]:
     """The logins with the login log (the server `base`) and without it (a second server on
     the same database: bench/without_login_log.py), alternating; medians."""
     master, without_base = start_wxauth(f"wxauth-{label}-without-login-log", env, args,
                                         procs, "bench.without_login_log:app")
-    servers = {"with": (base, workers), "without": (without_base, worker_pids(master.pid))}
-    for _, key, path in SCENARIOS[:2]:  # the new server warmed up as the first was by the table
-        wrk(without_base + path, LUA[key] % {"run": secrets.token_hex(4)}, args.duration,
-            args.connections, tmp)
-    rows = []
-    for title, key, path in SCENARIOS[:2]:  # the logins
-        runs = []
-        for i in range(args.repeat):
-            pair = {}
-            for name in ("with", "without") if i % 2 else ("without", "with"):  # alternating
-                url, pids = servers[name]
-                pair[name] = measure(url + path, LUA[key] % {"run": secrets.token_hex(4)},
-                                     args, tmp, pids)
-            result, without = pair["with"], pair["without"]
-            runs.append({"rps": result["rps"], "cpu_us": result["cpu_us"],
-                         "rps_without": without["rps"], "cpu_us_without": without["cpu_us"],
-                         "errors": result["errors"] + without["errors"]})
-        row = {name: statistics.median(run[name] for run in runs)
-               for name in ("rps", "cpu_us", "rps_without", "cpu_us_without")}
-        row.update(title=f"{title} [{label}]", login_log=True,
-                   errors=sum(run["errors"] for run in runs))
-        rows.append(row)
+    servers = {"without": (without_base, worker_pids(master.pid)), "with": (base, workers)}
+    rows = [{"rps": medians["with"]["rps"], "cpu_us": medians["with"]["cpu_us"],
+             "rps_without": medians["without"]["rps"],
+             "cpu_us_without": medians["without"]["cpu_us"],
+             "title": f"{title} [{label}]", "login_log": True, "errors": errors}
+            for title, medians, errors in alternating_logins(servers, args, tmp,
+                                                             warm=("without",))]
     procs.stop_one(master)
     return rows
 
@@ -542,8 +553,8 @@ ALGORITHMS = ("ES256", "HS256", "RS256")  # JWT_ALGORITHM: the default, the old 
 
 def algorithm_cost(label: str, env: dict, args, tmp: Path, procs: Processes) -> list[dict]:
     """The logins signed with each of `ALGORITHMS`: a server per algorithm, each on a fresh
-    SQLite database of its own (one database would have each server retire the others' keys),
-    warmed up alike, measured alternating; medians."""
+    SQLite database of its own (every server's new users land in a table of the same size),
+    warmed up alike, measured alternating (`alternating_logins`); medians."""
     def start(algorithm: str) -> tuple[subprocess.Popen, str, list[int]]:
         server_env = dict(env, JWT_ALGORITHM=algorithm,
                           DATABASE_URL=f"sqlite:///{tmp / f'bench-{algorithm}.db'}")
@@ -553,28 +564,13 @@ def algorithm_cost(label: str, env: dict, args, tmp: Path, procs: Processes) -> 
     with concurrent.futures.ThreadPoolExecutor(len(ALGORITHMS)) as pool:  # (started at once)
         servers = dict(zip(ALGORITHMS, pool.map(start, ALGORITHMS)))
     try:
-        for _, key, path in SCENARIOS[:2]:
-            for _, url, _ in servers.values():
-                wrk(url + path, LUA[key] % {"run": secrets.token_hex(4)}, args.duration,
-                    args.connections, tmp)
-        rows = []
-        for title, key, path in SCENARIOS[:2]:
-            runs = []
-            for i in range(args.repeat):
-                order = ALGORITHMS[i % len(ALGORITHMS):] + ALGORITHMS[:i % len(ALGORITHMS)]
-                runs.append({name: measure(servers[name][1] + path,
-                                           LUA[key] % {"run": secrets.token_hex(4)}, args, tmp,
-                                           servers[name][2]) for name in order})
-            row = {"title": f"{title} [{label}]", "algorithms": True,
-                   "errors": sum(run[name]["errors"] for run in runs for name in ALGORITHMS)}
-            for name in ALGORITHMS:
-                row[name] = {field: statistics.median(run[name][field] for run in runs)
-                             for field in ("rps", "cpu_us")}
-            rows.append(row)
+        measured = alternating_logins({name: (url, pids) for name, (_, url, pids)
+                                       in servers.items()}, args, tmp, warm=ALGORITHMS)
+        return [{"title": f"{title} [{label}]", "algorithms": True, "errors": errors, **medians}
+                for title, medians, errors in measured]
     finally:
         for master, _, _ in servers.values():
             procs.stop_one(master)
-    return rows
 
 
 # --- the latency scenario: WeChat answering slowly, or not at all -----------------------

@@ -38,6 +38,15 @@ def snippet(first_line: str) -> str:
     return found.group(1)
 
 
+def run_driver(args: list[str], cwd: Path, issuer: str) -> list:
+    """A verifier's driver run with WXAUTH_ISSUER=`issuer`: its JSON answer, one result per
+    token."""
+    done = subprocess.run(args, cwd=cwd, env=dict(os.environ, WXAUTH_ISSUER=issuer),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def python_verifier(tmp_path: Path, issuer: str):
     """verify(tokens) → one result per token: the claims, or the exception's class name,
     from the README's Python snippet in a process of its own."""
@@ -50,14 +59,7 @@ def python_verifier(tmp_path: Path, issuer: str):
         "    except Exception as exc:\n        out.append(type(exc).__name__)\n"
         "print(json.dumps(out))\n")
 
-    def verify(tokens: list[str]) -> list:
-        done = subprocess.run([sys.executable, str(driver), *tokens], cwd=tmp_path,
-                              env=dict(os.environ, WXAUTH_ISSUER=issuer),
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    return verify
+    return lambda tokens: run_driver([sys.executable, str(driver), *tokens], tmp_path, issuer)
 
 
 def node_verifier(tmp_path: Path, issuer: str):
@@ -79,14 +81,7 @@ def node_verifier(tmp_path: Path, issuer: str):
         "  catch (error) { out.push(error.code ?? error.message); }\n}\n"
         "console.log(JSON.stringify(out));\n")
 
-    def verify(tokens: list[str]) -> list:
-        done = subprocess.run([node, "driver.mjs", *tokens], cwd=folder,
-                              env=dict(os.environ, WXAUTH_ISSUER=issuer),
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    return verify
+    return lambda tokens: run_driver([node, "driver.mjs", *tokens], folder, issuer)
 
 
 def kid_of(token: str) -> str:
