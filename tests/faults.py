@@ -300,6 +300,9 @@ class Relay:
             if not threads:
                 break
             for thread in threads:
+                if thread.ident is None:  # registered by _spawn, started right after it
+                    time.sleep(0.01)
+                    continue
                 thread.join(max(0.0, deadline - time.monotonic()))
             if time.monotonic() >= deadline:
                 break
