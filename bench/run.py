@@ -459,6 +459,8 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
     workers, bare_workers = worker_pids(master.pid), worker_pids(bare_master)
     rows = []
     for title, key, path in SCENARIOS:
+        if args.rows and key not in args.rows and path not in args.rows:
+            continue
         runs, opened = [], 0
         for _ in range(args.repeat):  # reference and scenario alternate; medians are reported
             bare = measure(bare_url + "/json", LUA["bare"], args, tmp, bare_workers)
@@ -489,6 +491,9 @@ def run_database(label: str, database_url: str, args, tmp: Path, procs: Processe
     rss = [peak_rss_mb(pid) for pid in worker_pids(master.pid)]
     for row in rows:
         row["rss"] = max(rss) if rss else float("nan")
+    if args.rows:  # (only the rows asked for: none of what follows the table's rows)
+        procs.stop_one(master)
+        return rows
     rows += login_log_cost(label, env, args, tmp, procs, base, workers)
     procs.stop_one(master)
     if label == "sqlite":
@@ -982,6 +987,9 @@ def main() -> None:
                              "log's and the signing algorithms' cost), only the latency "
                              "scenario, or only the signing algorithms' logins (default: "
                              "table and latency)")
+    parser.add_argument("--rows", type=lambda text: set(text.split(",")),
+                        help="only these rows of the table: their paths or keys, comma-"
+                             "separated (e.g. /auth/verify,login_new; default: all)")
     latency = parser.add_argument_group("latency scenario")
     latency.add_argument("--wechat-delay", type=float, default=100, metavar="MS",
                          help="the stand-in's code2Session delay (default 100 ms)")

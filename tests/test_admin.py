@@ -662,3 +662,17 @@ def test_a_flask_403_answers_forbidden(app):
 
     app.add_url_rule("/_forbidden", "forbidden_probe", lambda: abort(403))
     assert_problem(_Json(app.test_client().get("/_forbidden")), 403, "forbidden")
+
+
+def test_the_session_cookie_is_read_only_under_the_console_path(app):
+    """The API's requests get Flask's null session (no cookie verified, none can be
+    written); /admin and the paths under it (RFC 6265 path-match: not /adminx) the signed
+    cookie session."""
+    from flask import session
+
+    for path, opened in (("/admin", True), ("/admin/", True), ("/admin/users", True),
+                         ("/adminx", False), ("/profile", False), ("/auth/verify", False)):
+        with app.test_request_context(path):
+            assert app.session_interface.is_null_session(session) is not opened, path
+    with app.test_request_context("/auth/login"), pytest.raises(RuntimeError):
+        session["op"] = 1  # (a null session refuses writes)

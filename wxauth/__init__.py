@@ -27,6 +27,7 @@ from .services.programs import MiniProgram
 from .state import EMULATOR_MOUNT, EXTENSION_KEY, AppState, state
 from .wechat.client import Guard
 from .web.body import ReadableBody
+from .web.cookies import ConsoleSessionInterface
 from .web.logs import configure_logging
 from .web.metrics import configure_metrics
 from .web.proxy import TrustedProxyFix
@@ -171,6 +172,7 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(oauth_blp)
     api.register_blueprint(discovery_blp)
     register_docs(app)
+    app.session_interface = ConsoleSessionInterface()  # no session outside /admin
     if app.config["ADMIN_CONSOLE"]:  # the support console (ADMIN_CONSOLE=0: no route at all)
         from .web.admin import blp as admin_blp
 

@@ -13,13 +13,14 @@ The key is its own setting (not derived from ``JWT_SECRET_KEY`` or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..extensions import db
 from ..models import DeletedSubject
@@ -45,10 +46,18 @@ def digests(appid: str, openid: str, unionid: str | None = None) -> list[str]:
     return [of_user(appid, openid), *([of_unionid(unionid)] if unionid else [])]
 
 
+@functools.cache
+def select_known_stmt():
+    """SELECT the markers among ``:digests`` (a list), a Core statement built once (a
+    first login runs it)."""
+    digest = DeletedSubject.__table__.c.digest
+    return select(digest).where(digest.in_(bindparam("digests", expanding=True)))
+
+
 def known(candidates: Iterable[str]) -> set[str]:
     """Those of these markers a deletion left (one query)."""
-    return set(db.session.execute(select(DeletedSubject.digest).where(
-        DeletedSubject.digest.in_(list(candidates)))).scalars())
+    return set(db.session.execute(select_known_stmt(),
+                                  {"digests": list(candidates)}).scalars())
 
 
 def add(found: Iterable[str], now: datetime) -> None:

@@ -373,9 +373,10 @@ def identity_for_claims(payload: dict[str, Any]) -> Identity:
     (`select_identity_stmt`) into an `Identity`: the same checks and Problems, less CPU per
     request (the gateway's ``GET /auth/verify``)."""
     appid = _configured_appid(payload)
-    row = db.session.execute(select_identity_stmt(),
-                             {"appid": appid, "openid": payload["sub"],
-                              "fam": payload.get("sid")}).one_or_none()
+    with db.engine.connect() as connection:  # no ORM session: nothing of it is needed
+        row = connection.execute(select_identity_stmt(),
+                                 {"appid": appid, "openid": payload["sub"],
+                                  "fam": payload.get("sid")}).one_or_none()
     if row is None:
         raise Problem("user_not_found", _l("The token's user no longer exists."))
     identity = Identity(*row[:8])
