@@ -2,7 +2,7 @@
 #             (`make run HOST=0.0.0.0` listens on the LAN, for a phone or DevTools elsewhere)
 # `make test`: the architecture contracts (.importlinter), the whole test suite (SQLite; more
 #              databases with TEST_DATABASE_URLS; the /docs browser test when chromium is
-#              installed) in parallel, one pytest-xdist worker per core (PYTEST_WORKERS=0:
+#              installed) in parallel, a pytest-xdist worker per core plus one (PYTEST_WORKERS=0:
 #              in one process; PYTEST_ARGS are passed on), and alongside it the client kit's
 #              (miniprogram/kit: adapters, packed tarball, tsc) and the OpenAPI document's
 #              tests with node (a file per core at once; their output follows pytest's) when
@@ -12,7 +12,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 5000
 HOST   ?= 127.0.0.1
-PYTEST_WORKERS ?= auto
+# pytest-xdist workers: one more than the cores (many tests wait on the servers they start)
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 BIN     = $(VENV)/bin
 NODE_TEST = miniprogram/test
 

@@ -31,9 +31,9 @@ import flask_migrate
 import pytest
 
 import services
-from helpers import (APPID, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle, LiveServer,
-                     ServerClient, checkpoint, copy_database, production_environment,
-                     test_config)
+from helpers import (APPID, MIGRATED_SQLITE, OTHER_APPID, OTHER_SECRET, SECRET, EmulatorHandle,
+                     LiveServer, ServerClient, checkpoint, copy_database,
+                     production_environment, test_config)
 from wxauth import create_app
 from wxauth.extensions import db
 from wxauth.state import state
@@ -173,6 +173,7 @@ def migrated_sqlite(tmp_path_factory, emulator) -> Path:
     for program in state(template).programs.values():
         program.client.close()
     checkpoint(folder / "test.db")
+    MIGRATED_SQLITE[:] = [folder / "test.db"]  # (for helpers.migrate)
     return folder / "test.db"
 
 
@@ -205,8 +206,9 @@ def server(app, emulator) -> Iterator[ServerClient]:
 
 
 @pytest.fixture
-def production_env(tmp_path, emulator):
-    """Environment for a production-mode process (gunicorn, flask CLI) on SQLite."""
+def production_env(tmp_path, emulator, migrated_sqlite):
+    """Environment for a production-mode process (gunicorn, flask CLI) on SQLite (not
+    migrated: `helpers.migrate` copies `migrated_sqlite` to it)."""
     return production_environment(tmp_path, emulator.url)
 
 

@@ -179,6 +179,24 @@ def copy_database(migrated: Path, target: Path) -> bool:
     return True
 
 
+# conftest's `migrated_sqlite` (the run's migrated SQLite file), once a test asked for it
+MIGRATED_SQLITE: list[Path] = []
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Bring the database of a process environment `env` to head before a server starts on
+    it: a fresh SQLite file is a copy of `MIGRATED_SQLITE` (the same migrations, run once per
+    worker: ``flask db upgrade`` costs a process start each time); any other database, or a
+    test that did not ask for the template, runs ``flask db upgrade`` as an operator does
+    (test_deploy.py and test_docs.py run it themselves: there the command is under test)."""
+    url = env["DATABASE_URL"]
+    if (MIGRATED_SQLITE and url.startswith("sqlite:///")
+            and copy_database(MIGRATED_SQLITE[0], Path(url.removeprefix("sqlite:///")))):
+        return
+    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
+    assert upgrade.returncode == 0, upgrade.stderr
+
+
 def claims_of(token: str) -> dict[str, Any]:
     """The claims of one of the server's tokens, read without checking its signature (the
     signature's own tests are in test_keys.py: ES256 by default, verified with the key set)."""

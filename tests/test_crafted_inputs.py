@@ -39,7 +39,8 @@ from helpers import (APPID, JWT_KEY, OTHER_APPID, ServerClient, assert_problem,
                      production_environment)
 from test_resilience_gunicorn import start_gunicorn
 
-pytestmark = pytest.mark.databases
+# one worker runs the module: its gunicorn (a module fixture) starts once, not once per worker
+pytestmark = [pytest.mark.databases, pytest.mark.xdist_group("crafted-inputs")]
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -55,7 +56,7 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(database_backend, emulator, tmp_path_factory):
+def live(database_backend, emulator, tmp_path_factory, migrated_sqlite):
     tmp = tmp_path_factory.mktemp("gunicorn")
     url = None if database_backend == "sqlite" else database_backend.url
     server = start_gunicorn(production_environment(tmp, emulator.url, url))

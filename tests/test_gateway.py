@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import APPID, Process, assert_problem, free_port, run
+from helpers import APPID, Process, assert_problem, free_port, migrate
 from test_nginx import (Nginx, assert_proxy_problem, https_client, nginx_binary,  # noqa: F401
                         unit_command)
 
@@ -136,8 +136,7 @@ def test_nginx_auth_request_protects_a_service(nginx_binary, production_env, emu
     app_port = free_port()
     env = dict(production_env, GUNICORN_BIND=f"127.0.0.1:{app_port}", GUNICORN_WORKERS="1",
                MEDIA_ROOT=str(tmp_path / "media"), TRUSTED_PROXIES="127.0.0.1")
-    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
-    assert upgrade.returncode == 0, upgrade.stderr
+    migrate(env)
     service = Echo()
     nginx = Nginx(nginx_binary, tmp_path / "nginx", upstream_port=app_port,
                   media_root=tmp_path / "media", protected_port=service.port)

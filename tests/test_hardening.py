@@ -3,7 +3,7 @@
 import redis
 import requests
 
-from helpers import Process, ServerClient, assert_problem, free_port, run
+from helpers import Process, ServerClient, assert_problem, free_port, migrate, run
 
 
 def test_login_rate_limit_per_client_address(app_config, request):
@@ -38,7 +38,7 @@ def test_rate_limit_is_shared_by_workers_through_redis(production_env, redis_url
     """Two gunicorn workers, one budget: per-worker counters would let 6 through, not 3."""
     env = dict(production_env, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix,
                LOGIN_RATE_LIMIT="3 per minute")
-    assert run(["flask", "--app", "wsgi", "db", "upgrade"], env).returncode == 0
+    migrate(env)
     port = free_port()
     server = Process(["gunicorn", "-w", "2", "--threads", "1", "-b", f"127.0.0.1:{port}",
                       "wsgi:app"], env, f"http://127.0.0.1:{port}")
@@ -57,7 +57,7 @@ def test_rate_limit_is_shared_by_workers_through_redis(production_env, redis_url
 
 def test_logout_is_seen_by_every_worker(production_env, redis_url, redis_prefix, emulator):
     env = dict(production_env, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix)
-    assert run(["flask", "--app", "wsgi", "db", "upgrade"], env).returncode == 0
+    migrate(env)
     port = free_port()
     server = Process(["gunicorn", "-w", "2", "--threads", "2", "-b", f"127.0.0.1:{port}",
                       "wsgi:app"], env, f"http://127.0.0.1:{port}")

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from helpers import JWT_KEY, SECRET, Process, ServerClient, free_port, run
+from helpers import JWT_KEY, SECRET, Process, ServerClient, free_port, migrate
 from wxauth import create_app
 from wxauth.redaction import RedactingFilter
 
@@ -77,7 +77,7 @@ def test_every_logger_is_redacted_including_tracebacks(app_config, capsys, log_f
 
 def one_worker_gunicorn(env: dict[str, str]) -> Process:
     """Migrate, then ``gunicorn -w 1 wsgi:app`` in `env` on a free loopback port."""
-    assert run(["flask", "--app", "wsgi", "db", "upgrade"], env).returncode == 0
+    migrate(env)
     port = free_port()
     return Process(["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"], env,
                    f"http://127.0.0.1:{port}")

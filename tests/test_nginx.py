@@ -28,7 +28,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from helpers import ROOT, Process, free_port, run
+from helpers import ROOT, Process, free_port, migrate, run
 from services import IN_CI
 from wxauth.errors import PROBLEM_TYPE_BASE, PROBLEMS
 
@@ -293,8 +293,7 @@ def test_nginx_site_in_front_of_gunicorn(nginx_binary, production_env, emulator,
     app_port = free_port()
     env = dict(production_env, GUNICORN_BIND=f"127.0.0.1:{app_port}", GUNICORN_WORKERS="1",
                MEDIA_ROOT=str(media), LOG_FORMAT="json", TRUSTED_PROXIES="127.0.0.1")
-    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
-    assert upgrade.returncode == 0, upgrade.stderr
+    migrate(env)
     app_url = f"http://127.0.0.1:{app_port}"
     nginx = Nginx(nginx_binary, tmp_path / "nginx", upstream_port=app_port, media_root=media)
     client = https_client(nginx.cert)
@@ -408,8 +407,7 @@ def test_the_console_only_from_the_allowed_network(nginx_binary, production_env,
     app_port = free_port()
     env = dict(production_env, GUNICORN_BIND=f"127.0.0.1:{app_port}", GUNICORN_WORKERS="1",
                MEDIA_ROOT=str(tmp_path / "media"), TRUSTED_PROXIES="127.0.0.1")
-    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
-    assert upgrade.returncode == 0, upgrade.stderr
+    migrate(env)
     added = run(["flask", "--app", "wsgi", "operators", "add", "ops", "--role", "admin"], env)
     password = re.search(r"^password\s+(\S+)$", added.stdout, re.M).group(1)
     nginx = Nginx(nginx_binary, tmp_path / "nginx", upstream_port=app_port,

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from faults import PrivateRedis
-from helpers import Process, ServerClient, assert_problem, free_port, run
+from helpers import Process, ServerClient, assert_problem, free_port, migrate
 from test_metrics import METRICS_TOKEN, scrape, value
 from wxauth.extensions import db
 from wxauth.infra.ratelimit import RECHECK_SECONDS, MemoryWindows, RedisWindows
@@ -38,7 +38,7 @@ def test_redis_down_logins_go_on_under_the_per_process_limit(production_env, emu
     /metrics; Redis back: one INFO line, counted in Redis again."""
     env = dict(production_env, REDIS_URL=redis_server.url, REDIS_TIMEOUT="1",
                LOGIN_RATE_LIMIT="4 per minute", METRICS_TOKEN=METRICS_TOKEN)
-    assert run(["flask", "--app", "wsgi", "db", "upgrade"], env).returncode == 0
+    migrate(env)
     port = free_port()
     server = Process(["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"], env,
                      f"http://127.0.0.1:{port}")

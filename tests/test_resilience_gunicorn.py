@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from helpers import Process, free_port, run
+from helpers import Process, free_port, migrate
 
 # Each test loads a 2-worker gunicorn with dozens of concurrent clients and times answers
 # (under `make test`'s xdist: the three run one after another on one worker).
@@ -46,8 +46,7 @@ def start_gunicorn(env: dict[str, str], port: int | None = None, **settings: str
     """Migrate, then `gunicorn wsgi:app` with no worker flags: gunicorn.conf.py's defaults,
     bound by GUNICORN_BIND to `port` (default: a free one); `settings` are added to the
     environment."""
-    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
-    assert upgrade.returncode == 0, upgrade.stderr
+    migrate(env)
     return launch_gunicorn(env, port, **settings)
 
 
@@ -56,8 +55,7 @@ def two_instances(env: dict[str, str], tmp_path, port_a: int | None = None
                   ) -> Iterator[tuple[Process, Process]]:
     """Two gunicorn instances (`start_gunicorn`) on the database of `env`, migrated once,
     started at the same time (B with an instance folder of its own); stopped afterwards."""
-    upgrade = run(["flask", "--app", "wsgi", "db", "upgrade"], env)
-    assert upgrade.returncode == 0, upgrade.stderr
+    migrate(env)
     envs = [(env, port_a), (dict(env, WXAUTH_INSTANCE_PATH=str(tmp_path / "instance-b")), None)]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(launch_gunicorn, e, port) for e, port in envs]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import APPID, OTHER_APPID, ROOT, assert_problem, run
+from helpers import APPID, OTHER_APPID, ROOT, assert_problem, migrate, run
 from test_accounts import login as app_login
 from test_accounts import two_apps  # noqa: F401  (the fixture)
 from wxauth.extensions import db
@@ -324,7 +324,7 @@ def test_the_shipped_prune_timer_runs_logs_prune(production_env, tmp_path):
     assert re.search(r"^EnvironmentFile=/etc/wxauth/env$", service, re.M)
     command = re.search(r"^ExecStart=(.*)$", service, re.M).group(1).split()
     assert command[0] == "/srv/wxauth/.venv/bin/flask"
-    assert run(["flask", "--app", "wsgi", "db", "upgrade"], production_env).returncode == 0
+    migrate(production_env)
     pruned = run(["flask", *command[1:]], production_env)
     assert pruned.returncode == 0, pruned.stderr
     assert "login-log rows" in pruned.stdout

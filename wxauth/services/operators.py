@@ -19,6 +19,7 @@ audit trail (`may`).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 import secrets
@@ -48,7 +49,13 @@ ISSUER = "wxauth console"
 STEP = 30  # seconds (RFC 6238)
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory defaults
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))  # a wrong name costs as much as a wrong password
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when no operator has the name: a wrong name costs as much as
+    a wrong password. Made on first use: argon2 takes about as long as a process's imports."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class OperatorError(ValueError):
@@ -180,7 +187,7 @@ def _locked(operator: Operator, now: datetime) -> bool:
 
 def _password_ok(operator: Operator | None, password: str) -> bool:
     try:
-        _hasher.verify(operator.password_hash if operator else _DUMMY_HASH, password or "")
+        _hasher.verify(operator.password_hash if operator else _dummy_hash(), password or "")
     except (VerificationError, InvalidHashError):
         return False
     return operator is not None
