@@ -39,12 +39,16 @@ and socket errors), the ratio to the zero-delay reference, the targets and wheth
     .venv/bin/python bench/run.py [--workers 2] [--duration 8] [--repeat 3] [--connections 16]
                                    [--postgres postgresql+psycopg://postgres@127.0.0.1/test]
                                    [--redis redis://…/0 | --redis none] [--only table|latency|algorithms]
+                                   [--rows /auth/verify,login_new]
                                    [--refused-logins 10000]
                                    [--wechat-delay 100] [--latency-connections 256]
                                    [--burst-delay 300] [--burst-connections 1024]
 
 Without --redis a private ``redis-server`` is started (Debian's package redis-server); with
 ``--redis none``, or when there is none, the in-process store is measured and the table says so.
+With --rows the table has only those rows (paths or the scenarios' keys: login_new,
+login_returning, profile_get, introspect, refresh, profile_post), without the login log's,
+the algorithms' and the refused logins' comparisons: a quick before/after of one request.
 The servers' logs stay in the temporary folder the last line names.
 """
 
