@@ -19,12 +19,21 @@ import os
 import time
 from typing import Any
 
-from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad, unpad
 
 from . import jsontext
 
 BLOCK_SIZE = 16
+
+
+def _cbc(key: bytes, iv: bytes):
+    """pycryptodome's AES-CBC cipher for a 16-byte `key` and `iv`. ``Crypto.Cipher.AES`` is
+    imported on a process's first use: loading it (cffi parses pycryptodome's C
+    declarations) costs about a third of what the app's other imports cost, and most
+    processes (``flask`` commands, workers that serve no encryptedData) never need it."""
+    from Crypto.Cipher import AES
+
+    return AES.new(key, AES.MODE_CBC, iv)
 
 
 class OpenDataError(Exception):
@@ -99,7 +108,7 @@ def decrypt(session_key: str, encrypted_data: bytes, iv: bytes) -> dict[str, Any
         raise DecryptError("iv must be 16 bytes", "iv")
     if not encrypted_data or len(encrypted_data) % BLOCK_SIZE:
         raise DecryptError("encryptedData is not a whole number of AES blocks", "length")
-    padded = AES.new(key, AES.MODE_CBC, iv).decrypt(encrypted_data)
+    padded = _cbc(key, iv).decrypt(encrypted_data)
     try:
         plaintext = unpad(padded, BLOCK_SIZE, style="pkcs7")
     except ValueError:
@@ -129,7 +138,7 @@ def encrypt(session_key: str, data: dict[str, Any], iv: bytes | None = None) -> 
     key = session_key_bytes(session_key)
     iv = os.urandom(BLOCK_SIZE) if iv is None else iv
     plaintext = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return AES.new(key, AES.MODE_CBC, iv).encrypt(pad(plaintext, BLOCK_SIZE, style="pkcs7")), iv
+    return _cbc(key, iv).encrypt(pad(plaintext, BLOCK_SIZE, style="pkcs7")), iv
 
 
 def check_watermark(
