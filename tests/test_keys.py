@@ -306,3 +306,29 @@ def test_a_rolling_change_of_algorithm_does_not_make_instances_fight(app_config,
     assert "EdDSA key" in run_keys(eddsa.test_cli_runner(), "rotate")
     statuses = run_keys(request.getfixturevalue("runner"), "list")
     assert re.search(r"ES256\s+retired", statuses) and re.search(r"EdDSA\s+current", statuses)
+
+
+def test_a_new_keys_first_tokens_are_not_refused_after_a_fresh_read(app_config, request):
+    """Another instance (or worker) read the keys a moment ago, before a key existed that
+    this one just made and signs with (a rotation, or two workers' first logins on a fresh
+    database each generating one): its first tokens verify there at once. Reads for unknown
+    kids stay limited (UNKNOWN_KID_RELOAD), the periodic read does not use up that budget."""
+    app_config["SIGNING_KEYS_REFRESH"] = 30
+    server, app = request.getfixturevalue("server"), request.getfixturevalue("app")
+    other = create_app(app_config)
+    other_client = other.test_client()
+    first = server.login("o-fresh-read")["access_token"]
+    with other.app_context():
+        state(other).keyring.reload()  # (a periodic read, just now)
+    started = time.monotonic()
+    with app.app_context():
+        from wxauth.services import keys
+        new = keys.rotate("ES256").kid
+    reload_keys(app)
+    token = server.login("o-fresh-read")["access_token"]
+    assert unverified(token)[0]["kid"] == new != unverified(first)[0]["kid"]
+    response = other_client.get("/profile", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, (time.monotonic() - started, response.json)
+    # a made-up kid right after that read is refused without another read
+    with other.app_context():
+        assert state(other).keyring.public_key("no-such-kid") is None

@@ -18,7 +18,10 @@ A key's life (``flask --app wsgi keys …``, `generate`, `rotate`, `prune`):
 Each process keeps the keys in a `KeyRing` (`AppState.keyring`) and reads them again every
 ``SIGNING_KEYS_REFRESH`` seconds, so a rotation on any host reaches every instance without
 a restart; a token with a ``kid`` the process does not know makes it read them at once (at
-most every `UNKNOWN_KID_RELOAD` seconds).
+most every `UNKNOWN_KID_RELOAD` seconds for unknown kids; the periodic reads and the reads
+after generating a key do not count, so the first tokens of a key another worker or host
+has just made are not refused because this process happened to read the keys a moment
+earlier).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class KeyRing:
         self.refresh = refresh
         self._snapshot = Snapshot()
         self._lock = threading.Lock()
+        self._unknown_kid_read_at = float("-inf")  # (monotonic) the last read for a kid
 
     @property
     def asymmetric(self) -> bool:
@@ -143,7 +147,9 @@ class KeyRing:
         """The published key `kid`, or None when there is no such key (read again first
         when not known, at most every `UNKNOWN_KID_RELOAD` seconds)."""
         found = self._fresh(self.refresh).public.get(kid)
-        if found is None and time.monotonic() - self._snapshot.loaded_at > UNKNOWN_KID_RELOAD:
+        now = time.monotonic()
+        if found is None and now - self._unknown_kid_read_at > UNKNOWN_KID_RELOAD:
+            self._unknown_kid_read_at = now
             found = self.reload().public.get(kid)
         return found
 
