@@ -92,7 +92,7 @@ class KeyRing:
         self.refresh = refresh
         self._snapshot = Snapshot()
         self._lock = threading.Lock()
-        self._unknown_kid_read_at = float("-inf")  # (monotonic) the last read for a kid
+        self._unknown_kid_read_at = float("-inf")  # (monotonic) the last read for an unknown kid
 
     @property
     def asymmetric(self) -> bool:

@@ -28,9 +28,9 @@ BLOCK_SIZE = 16
 
 def _cbc(key: bytes, iv: bytes):
     """pycryptodome's AES-CBC cipher for a 16-byte `key` and `iv`. ``Crypto.Cipher.AES`` is
-    imported on a process's first use: loading it (cffi parses pycryptodome's C
-    declarations) costs about a third of what the app's other imports cost, and most
-    processes (``flask`` commands, workers that serve no encryptedData) never need it."""
+    imported on a process's first use: loading it is slow (cffi parses pycryptodome's C
+    declarations) and most processes (``flask`` commands, workers that serve no
+    encryptedData) never need it."""
     from Crypto.Cipher import AES
 
     return AES.new(key, AES.MODE_CBC, iv)
