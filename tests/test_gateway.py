@@ -45,7 +45,7 @@ def test_a_valid_token_answers_204_with_the_identity(server):
     for body, openid, unionid in ((ann, "o-gate-ann", "u-gate-ann"), (bob, "o-gate-bob", "")):
         answer = verify(server, body["access_token"])
         assert answer.status_code == 204, answer.text
-        assert answer.content == b""
+        assert answer.content == b"" and "Content-Type" not in answer.headers
         assert {name: answer.headers[name] for name in IDENTITY} == {
             "X-Wxauth-Openid": openid, "X-Wxauth-Appid": APPID, "X-Wxauth-Unionid": unionid,
             "X-Wxauth-Account-Id": str(body["user"]["account_id"]),

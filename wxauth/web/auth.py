@@ -106,8 +106,10 @@ def verify():
     front of a team's own service."""
     user, claims = current_user(), current_claims()
     values = (user.openid, user.appid, user.unionid or "", str(user.account_id), claims["sid"])
-    # a Response: nothing for flask-smorest to serialize
-    return Response(status=204, headers=dict(zip(IDENTITY_HEADERS, values)))
+    # a Response: nothing for flask-smorest to serialize; no body, so no Content-Type
+    answer = Response(status=204, headers=dict(zip(IDENTITY_HEADERS, values)))
+    del answer.headers["Content-Type"]
+    return answer
 
 
 @blp.route("/sessions", methods=["GET"])
