@@ -112,8 +112,7 @@ class KeyRing:
             jwk = json.loads(row.public_jwk)
             snapshot.public[row.kid] = PublicKey(row.algorithm, codec.load_public(jwk))
             snapshot.jwks["keys"].append(jwk)
-            if (row.algorithm == self.algorithm and row.activated_at is not None
-                    and row.retired_at is None
+            if (row.algorithm == self.algorithm and status(row) == "current"
                     and (current is None or row.activated_at >= current.activated_at)):
                 current = row
         if current is not None:
