@@ -521,7 +521,7 @@ def _algorithm(algorithm: str | None) -> str:
     return algorithm
 
 
-_ALGORITHM = click.option("--algorithm", type=click.Choice(["ES256", "RS256", "EdDSA"]),
+_ALGORITHM = click.option("--algorithm", type=click.Choice(keys.ALGORITHMS),
                           help="[default: JWT_ALGORITHM]")
 
 

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 # flood of tokens under made-up kids costs at most 10 reads a second per process)
 UNKNOWN_KID_RELOAD = 0.1
 
+ALGORITHMS = codec.ASYMMETRIC  # the algorithms a key of the database signs with
+
 
 @dataclass(frozen=True)
 class Signer:

@@ -11,6 +11,7 @@ from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..services import keys
 from ..wechat import jsontext
 
 GENDERS = (0, 1, 2)  # WeChat: 0 unknown, 1 male, 2 female
@@ -157,7 +158,7 @@ class JwkSchema(ma.Schema):
 
     kty = fields.String(required=True, validate=validate.OneOf(["EC", "RSA", "OKP"]))
     kid = fields.String(required=True, metadata={"description": "RFC 7638 thumbprint"})
-    alg = fields.String(required=True, validate=validate.OneOf(["ES256", "RS256", "EdDSA"]))
+    alg = fields.String(required=True, validate=validate.OneOf(keys.ALGORITHMS))
     use = fields.String(required=True, validate=validate.OneOf(["sig"]))
     crv = fields.String(metadata={"description": "EC and OKP: P-256 or Ed25519"})
     x = fields.String(metadata={"description": "EC and OKP, base64url"})
